@@ -1,0 +1,135 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"golang.org/x/net/idna"
+	"golang.org/x/net/publicsuffix"
+)
+
+// AliasSuffix is the pseudo-domain under which aliases live.
+const AliasSuffix = ".devbox.local"
+
+// ErrInvalidHost is wrapped by every NormalizeHost failure.
+var ErrInvalidHost = errors.New("invalid host name")
+
+// NormalizeHost returns the canonical form used for matching: lower case,
+// one trailing dot removed, IDNs in punycode. It refuses anything that is not
+// a syntactically valid DNS name (IP literals included; see ParseIPHost).
+func NormalizeHost(h string) (string, error) {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" {
+		return "", fmt.Errorf("%w: empty", ErrInvalidHost)
+	}
+	ascii := true
+	for i := 0; i < len(h); i++ {
+		if h[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	if !ascii {
+		p, err := idna.Lookup.ToASCII(h)
+		if err != nil {
+			return "", fmt.Errorf("%w: %q: %v", ErrInvalidHost, h, err)
+		}
+		h = p
+	}
+	h = strings.ToLower(h)
+	if err := checkDNSName(h); err != nil {
+		return "", fmt.Errorf("%w: %q: %v", ErrInvalidHost, h, err)
+	}
+	return h, nil
+}
+
+// checkDNSName enforces RFC 1035 letter-digit-hyphen syntax (plus '_', which
+// real services use in labels) on a lower-case ASCII name.
+func checkDNSName(h string) error {
+	if len(h) > 253 {
+		return errors.New("longer than 253 characters")
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" {
+			return errors.New("empty label")
+		}
+		if len(label) > 63 {
+			return errors.New("label longer than 63 characters")
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return errors.New("label starts or ends with '-'")
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("character %q not allowed", c)
+			}
+		}
+	}
+	return nil
+}
+
+// ParseIPHost reports whether h (without port, brackets allowed) is an IP
+// literal, and returns it unmapped.
+func ParseIPHost(h string) (netip.Addr, bool) {
+	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+	a, err := netip.ParseAddr(h)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// validatePattern checks a domain entry and returns its canonical form.
+func validatePattern(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("domain is required")
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] >= 0x80 {
+			if p, err := idna.Lookup.ToASCII(strings.TrimPrefix(raw, "*.")); err == nil {
+				if strings.HasPrefix(raw, "*.") {
+					p = "*." + p
+				}
+				return "", fmt.Errorf("non-ASCII domain %q: write it in punycode, %q", raw, p)
+			}
+			return "", fmt.Errorf("non-ASCII domain %q is not a valid IDN", raw)
+		}
+	}
+	if _, ok := ParseIPHost(raw); ok {
+		return "", fmt.Errorf("%q is an IP address: list IP destinations under ip_ranges", raw)
+	}
+	if strings.Contains(raw, ":") || strings.Contains(raw, "/") {
+		return "", fmt.Errorf("%q: a domain has no scheme, port or path (use ports: for ports)", raw)
+	}
+	base, wildcard := strings.CutPrefix(raw, "*.")
+	if strings.Contains(base, "*") {
+		return "", fmt.Errorf("invalid wildcard %q: only a leading \"*.\" is allowed, as in *.example.com", raw)
+	}
+	host, err := NormalizeHost(base)
+	if err != nil {
+		return "", err
+	}
+	if wildcard {
+		// "*.com" or "*.co.uk" would allow a whole public suffix.
+		if ps, _ := publicsuffix.PublicSuffix(host); ps == host || !strings.Contains(host, ".") {
+			return "", fmt.Errorf("invalid wildcard %q: %q is a public suffix; name a registered domain, as in *.example.com", raw, host)
+		}
+		return "*." + host, nil
+	}
+	if strings.HasSuffix(host, AliasSuffix) || host == AliasSuffix[1:] {
+		return "", fmt.Errorf("%q: names under devbox.local are aliases; set alias: on the real domain instead", raw)
+	}
+	return host, nil
+}
+
+// RegisteredDomain returns the registrable domain of a normalized name
+// (eTLD+1), or the name itself when it has none (e.g. a bare TLD or *.test names).
+func RegisteredDomain(host string) string {
+	if d, err := publicsuffix.EffectiveTLDPlusOne(host); err == nil {
+		return d
+	}
+	return host
+}

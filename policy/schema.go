@@ -1,0 +1,80 @@
+package policy
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+)
+
+// JSONSchema returns the JSON Schema (draft 2020-12) of the policy file,
+// generated from the same struct tags the parser uses, so the two cannot drift.
+func JSONSchema() ([]byte, error) {
+	s := schemaFor(reflect.TypeOf(Policy{}))
+	s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+	s["$id"] = "https://cagent.dev/schema/policy-v1.json"
+	s["title"] = "Cagent policy (cagent.yaml), version 1"
+	return json.MarshalIndent(s, "", "  ")
+}
+
+var (
+	durationType = reflect.TypeOf(Duration(0))
+	sizeType     = reflect.TypeOf(Size(0))
+)
+
+func schemaFor(t reflect.Type) map[string]any {
+	switch t {
+	case durationType:
+		return map[string]any{"oneOf": []any{
+			map[string]any{"type": "integer", "minimum": 0, "description": "seconds"},
+			map[string]any{"type": "string", "pattern": `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$|^[0-9]+$`},
+		}}
+	case sizeType:
+		return map[string]any{"oneOf": []any{
+			map[string]any{"type": "integer", "minimum": 0, "description": "bytes"},
+			map[string]any{"type": "string", "pattern": `^(?i)[0-9]+(\.[0-9]+)?\s*(b|k|m|g|t|kb|mb|gb|tb|kib|mib|gib|tib)?$`},
+		}}
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return schemaFor(t.Elem())
+	case reflect.Struct:
+		props := map[string]any{}
+		var required []string
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" || !f.IsExported() {
+				continue
+			}
+			ps := schemaFor(f.Type)
+			if d := f.Tag.Get("desc"); d != "" {
+				ps["description"] = d
+			}
+			if e := f.Tag.Get("enum"); e != "" {
+				ps["enum"] = strings.Split(e, ",")
+			}
+			props[name] = ps
+			if jt := f.Tag.Get("json"); jt != "" && !strings.Contains(jt, "omitempty") {
+				required = append(required, name)
+			}
+		}
+		s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
+		if len(required) > 0 {
+			s["required"] = required
+		}
+		return s
+	case reflect.Slice:
+		return map[string]any{"type": "array", "items": schemaFor(t.Elem())}
+	case reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": schemaFor(t.Elem())}
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int64:
+		return map[string]any{"type": "integer"}
+	case reflect.Float64:
+		return map[string]any{"type": "number"}
+	}
+	return map[string]any{}
+}
