@@ -269,20 +269,24 @@ func NormalizeLeafHost(host string) (name string, ip netip.Addr, err error) {
 // the CA. Leaves are cached; concurrent first calls for one host share one
 // generation.
 func (c *CA) Leaf(host string) (*tls.Certificate, error) {
+	now := c.clock()
+	// Fast path: SNI is almost always already in canonical form, and cache
+	// keys are only canonical names, so a hit on the raw name is exact.
+	c.mu.Lock()
+	if cert := c.hitLocked(host, now); cert != nil {
+		c.mu.Unlock()
+		return cert, nil
+	}
+	c.mu.Unlock()
+
 	name, ip, err := NormalizeLeafHost(host)
 	if err != nil {
 		return nil, err
 	}
-	now := c.clock()
-
 	c.mu.Lock()
-	if el, ok := c.byHost[name]; ok {
-		e := el.Value.(*entry)
-		if now.Before(e.notAfter.Add(-refreshBefore)) {
-			c.lru.MoveToFront(el)
-			c.mu.Unlock()
-			return e.cert, nil
-		}
+	if cert := c.hitLocked(name, now); cert != nil {
+		c.mu.Unlock()
+		return cert, nil
 	}
 	if cl, ok := c.inflight[name]; ok {
 		c.mu.Unlock()
@@ -310,6 +314,20 @@ func (c *CA) Leaf(host string) (*tls.Certificate, error) {
 	c.mu.Unlock()
 	close(cl.done)
 	return cl.cert, cl.err
+}
+
+// hitLocked returns the cached leaf for name if it is not due for refresh.
+func (c *CA) hitLocked(name string, now time.Time) *tls.Certificate {
+	el, ok := c.byHost[name]
+	if !ok {
+		return nil
+	}
+	e := el.Value.(*entry)
+	if !now.Before(e.notAfter.Add(-refreshBefore)) {
+		return nil
+	}
+	c.lru.MoveToFront(el)
+	return e.cert
 }
 
 func (c *CA) evictLocked() {
