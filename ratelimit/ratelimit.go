@@ -16,6 +16,8 @@ const (
 	sweepEvery = time.Minute
 	// minSweepLen is the map size below which size-triggered sweeps are skipped.
 	minSweepLen = 1024
+	// DefaultMaxKeys is a hard cap on buckets held, whatever their level.
+	DefaultMaxKeys = 100000
 )
 
 type bucket struct {
@@ -32,6 +34,7 @@ type Limiter struct {
 	buckets   map[string]*bucket
 	lastSweep time.Time
 	sweepLen  int // sweep when the map grows past this
+	maxKeys   int
 }
 
 // New returns an empty Limiter. clock may be nil (time.Now).
@@ -39,7 +42,15 @@ func New(clock func() time.Time) *Limiter {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Limiter{clock: clock, buckets: make(map[string]*bucket), sweepLen: minSweepLen}
+	return &Limiter{clock: clock, buckets: make(map[string]*bucket), sweepLen: minSweepLen, maxKeys: DefaultMaxKeys}
+}
+
+// SetMaxKeys changes the hard cap on buckets held (n >= 1). Call it before use.
+func (l *Limiter) SetMaxKeys(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.maxKeys = max(1, n)
+	l.sweepLen = min(l.sweepLen, l.maxKeys)
 }
 
 func params(rl *policy.RateLimit) (rate.Limit, int) {
@@ -114,7 +125,21 @@ func (l *Limiter) sweepLocked(now time.Time) {
 			delete(l.buckets, k)
 		}
 	}
-	l.sweepLen = max(minSweepLen, 2*len(l.buckets))
+	if len(l.buckets) >= l.maxKeys {
+		// Every bucket is in use and there are too many keys: drop an
+		// arbitrary eighth (map order is random). Those keys get a fresh
+		// bucket: a bounded over-allowance only under extreme key counts,
+		// preferred to unbounded memory.
+		drop := max(1, len(l.buckets)/8)
+		for k := range l.buckets {
+			if drop == 0 {
+				break
+			}
+			delete(l.buckets, k)
+			drop--
+		}
+	}
+	l.sweepLen = min(l.maxKeys, max(minSweepLen, 2*len(l.buckets)))
 }
 
 // Levels returns the tokens available now per key (for metrics).
