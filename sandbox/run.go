@@ -1,0 +1,384 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/sandbox/firewall"
+	"github.com/cagent-dev/cagent/sandbox/netsetup"
+	"github.com/cagent-dev/cagent/sandbox/oci"
+	"github.com/vishvananda/netns"
+)
+
+// In-sandbox paths of generated files.
+const (
+	caDir      = "/run/cagent"
+	caFile     = caDir + "/ca.pem"
+	bundleFile = caDir + "/ca-certificates.crt"
+	systemCA   = "/etc/ssl/certs/ca-certificates.crt"
+)
+
+// Run runs cfg.Args in a fresh sandbox and returns the command's exit
+// status. Everything it created is removed before it returns, also when
+// ctx is cancelled (the command is then terminated).
+func Run(ctx context.Context, cfg Config) (int, error) {
+	if err := cfg.Validate(); err != nil {
+		return -1, err
+	}
+	sb := &run{cfg: cfg, log: cfg.Logger}
+	defer sb.cleanup()
+	if err := sb.setup(); err != nil {
+		return -1, err
+	}
+	return sb.exec(ctx)
+}
+
+type run struct {
+	cfg      Config
+	log      *slog.Logger
+	sbDir    string
+	lease    lease
+	bundle   string
+	undo     []func()
+	services *Services
+	wg       sync.WaitGroup
+	started  time.Time
+}
+
+func (r *run) cleanup() {
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		r.undo[i]()
+	}
+	r.undo = nil
+}
+
+func (r *run) setup() error {
+	c := &r.cfg
+	r.started = c.Now()
+	r.sbDir = filepath.Join(c.StateDir, "sandbox")
+	if err := os.MkdirAll(r.sbDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	pool := netip.MustParsePrefix(c.Policy.Sandbox.SubnetPool)
+	r.lease = lease{PID: os.Getpid(), Runtime: c.Runtime, Created: r.started.UTC().Format(time.RFC3339)}
+	if err := allocate(r.sbDir, pool, &r.lease); err != nil {
+		return err
+	}
+	l := &r.lease
+	r.undo = append(r.undo, func() {
+		if err := removeLease(r.sbDir, l); err != nil {
+			r.log.Warn("remove lease", "id", l.ID, "err", err)
+		}
+	})
+	r.undo = append(r.undo, func() {
+		if err := netsetup.Delete(l.netns()); err != nil {
+			r.log.Warn("remove netns", "netns", l.netns(), "err", err)
+		}
+	})
+	v := netsetup.Veth{HostName: l.hostIf(), PeerName: "eth0", NS: l.netns(),
+		HostAddr: netip.PrefixFrom(l.Gateway, 30), PeerAddr: netip.PrefixFrom(l.Addr, 30)}
+	if err := v.Add(); err != nil {
+		return fmt.Errorf("sandbox network: %w", err)
+	}
+	r.undo = append(r.undo, func() { _ = netsetup.DeleteLink(l.hostIf()) })
+	ns, err := netns.GetFromName(l.netns())
+	if err != nil {
+		return err
+	}
+	r.undo = append(r.undo, func() { _ = firewall.RemoveHost(l.ID) })
+	err = firewall.Rules{ID: l.ID, HostIf: l.hostIf(), Gateway: l.Gateway, SandboxNSFd: int(ns)}.Install()
+	ns.Close()
+	if err != nil {
+		return err
+	}
+	if err := r.serve(); err != nil {
+		return err
+	}
+	return r.writeBundle()
+}
+
+// serve starts the proxy and DNS filter on the gateway address.
+func (r *run) serve() error {
+	c := &r.cfg
+	if c.NewServices == nil {
+		return nil
+	}
+	agent := c.Agent
+	if agent == "" {
+		agent = r.lease.ID
+	}
+	svc, err := c.NewServices(Gateway{ID: r.lease.ID, Agent: agent, Gateway: r.lease.Gateway, Addr: r.lease.Addr})
+	if err != nil {
+		return fmt.Errorf("start proxy and DNS: %w", err)
+	}
+	r.services = svc
+	var closers []func() error
+	r.undo = append(r.undo, func() {
+		for _, cl := range closers {
+			_ = cl()
+		}
+		if svc.Proxy != nil {
+			_ = svc.Proxy.Close()
+		}
+		if svc.DNS != nil {
+			_ = svc.DNS.Close()
+		}
+		r.wg.Wait()
+	})
+	gw := r.lease.Gateway
+	listen := func(port int, serve func(net.Listener) error, what string) error {
+		ln, err := net.Listen("tcp4", netip.AddrPortFrom(gw, uint16(port)).String())
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", what, err)
+		}
+		closers = append(closers, ln.Close)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			// If a server dies the sandbox simply loses that way out: the
+			// firewall leaves it nothing else (fail closed).
+			if err := serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				r.log.Warn("gateway service stopped", "service", what, "err", err)
+			}
+			_ = ln.Close()
+		}()
+		return nil
+	}
+	if p := svc.Proxy; p != nil {
+		if err := listen(PortExplicit, p.ServeExplicit, "proxy"); err != nil {
+			return err
+		}
+		if err := listen(PortHTTP, p.ServeTransparentHTTP, "transparent http"); err != nil {
+			return err
+		}
+		if err := listen(PortHTTPS, p.ServeTransparentTLS, "transparent tls"); err != nil {
+			return err
+		}
+	}
+	if d := svc.DNS; d != nil {
+		if err := listen(PortDNS, d.ServeTCP, "dns/tcp"); err != nil {
+			return err
+		}
+		pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(gw, PortDNS).String())
+		if err != nil {
+			return fmt.Errorf("listen dns/udp: %w", err)
+		}
+		closers = append(closers, pc.Close)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := d.ServeUDP(pc); err != nil && !errors.Is(err, net.ErrClosed) {
+				r.log.Warn("gateway service stopped", "service", "dns/udp", "err", err)
+			}
+			_ = pc.Close()
+		}()
+	}
+	return nil
+}
+
+func (r *run) writeBundle() error {
+	c := &r.cfg
+	l := &r.lease
+	r.bundle = filepath.Join(r.sbDir, "bundles", l.ID)
+	_ = os.RemoveAll(r.bundle)
+	if err := os.MkdirAll(filepath.Join(r.bundle, "files"), 0o755); err != nil {
+		return err
+	}
+	r.undo = append(r.undo, func() { _ = os.RemoveAll(r.bundle) })
+	s := &c.Policy.Sandbox
+	hostname := s.Hostname
+	if hostname == "" {
+		hostname = "sandbox"
+	}
+	uid, gid, _ := parseUser(s.User)
+	files := filepath.Join(r.bundle, "files")
+	write := func(name string, data []byte) (string, error) {
+		p := filepath.Join(files, name)
+		return p, os.WriteFile(p, data, 0o644)
+	}
+	var binds []oci.Bind
+	rootHas := func(p string) bool {
+		root := "/"
+		if s.Rootfs != "host" {
+			root = s.Rootfs
+		}
+		_, err := os.Stat(filepath.Join(root, p))
+		return err == nil
+	}
+	overlay := func(dest string, data []byte) error {
+		p, err := write(filepath.Base(dest), data)
+		if err != nil {
+			return err
+		}
+		if rootHas(dest) {
+			binds = append(binds, oci.Bind{Source: p, Dest: dest, ReadOnly: true})
+		}
+		return nil
+	}
+	gw := l.Gateway.String()
+	if err := overlay("/etc/resolv.conf", []byte("nameserver "+gw+"\noptions ndots:1 timeout:2 attempts:2\n")); err != nil {
+		return err
+	}
+	if err := overlay("/etc/hosts", []byte("127.0.0.1\tlocalhost\n"+l.Addr.String()+"\t"+hostname+"\n")); err != nil {
+		return err
+	}
+	if err := overlay("/etc/hostname", []byte(hostname+"\n")); err != nil {
+		return err
+	}
+	proxyURL := "http://" + gw + ":" + strconv.Itoa(PortExplicit)
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/tmp",
+		"HOSTNAME=" + hostname,
+		"HTTP_PROXY=" + proxyURL, "http_proxy=" + proxyURL,
+		"HTTPS_PROXY=" + proxyURL, "https_proxy=" + proxyURL,
+		"NO_PROXY=localhost,127.0.0.1", "no_proxy=localhost,127.0.0.1",
+	}
+	if c.Terminal {
+		term := os.Getenv("TERM")
+		if term == "" {
+			term = "xterm"
+		}
+		env = append(env, "TERM="+term)
+	}
+	if r.services != nil && r.services.Proxy != nil && Intercepts(c.Policy) {
+		ca := r.services.Proxy.CACertPEM()
+		if len(ca) > 0 {
+			roots, _ := os.ReadFile(systemCA) // the host's roots; a missing file leaves just ours
+			bundle := append(append(bytes.TrimRight(roots, "\n"), '\n'), ca...)
+			if err := overlay(systemCA, bundle); err != nil {
+				return err
+			}
+			if _, err := write("ca.pem", ca); err != nil {
+				return err
+			}
+			binds = append(binds, oci.Bind{Source: files, Dest: caDir, ReadOnly: true})
+			env = append(env, "SSL_CERT_FILE="+bundleFile, "REQUESTS_CA_BUNDLE="+bundleFile,
+				"CURL_CA_BUNDLE="+bundleFile, "GIT_SSL_CAINFO="+bundleFile, "NODE_EXTRA_CA_CERTS="+caFile)
+		}
+	}
+	for k, v := range s.Env {
+		env = append(env, k+"="+v)
+	}
+	for k, v := range c.Env {
+		env = append(env, k+"="+v)
+	}
+	cwd := "/"
+	if c.Workspace != "" {
+		ws, err := filepath.Abs(c.Workspace)
+		if err != nil {
+			return err
+		}
+		c.Workspace = ws
+		cwd = "/workspace"
+	}
+	pids := int64(s.Resources.Pids)
+	if c.Runtime == RuntimeGVisor {
+		pids = max(GVisorMinPids, pids*8)
+	}
+	_, swapErr := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+	_, err := oci.Write(r.bundle, oci.Config{
+		Args: c.Args, Env: env, Cwd: cwd, UID: uid, GID: gid,
+		Terminal: c.Terminal, Rows: c.Rows, Cols: c.Cols, Hostname: hostname,
+		HostRootfs: s.Rootfs == "host", Rootfs: s.Rootfs,
+		Workspace: c.Workspace, Binds: append(binds, c.Binds...),
+		NetNSPath:   netsetup.Path(l.netns()),
+		CgroupsPath: "/cagent/" + l.ID,
+		CPUs:        s.Resources.CPUs, Memory: int64(s.Resources.Memory), Pids: pids,
+		MemorySwap: swapErr == nil,
+	})
+	return err
+}
+
+// runtimeArgs returns the runtime binary and its global flags.
+func runtimeCmd(runtime, runc, runsc, stateDir string) (string, []string) {
+	if runtime == RuntimeGVisor {
+		// --network=host: gVisor uses the host kernel's stack, inside the
+		// sandbox's network namespace (set in the spec). Debian's runsc
+		// refuses --network=sandbox on these kernels.
+		return runsc, []string{"--root", filepath.Join(stateDir, "runsc"), "--network=host", "--oci-seccomp"}
+	}
+	return runc, []string{"--root", filepath.Join(stateDir, "runc")}
+}
+
+func (r *run) exec(ctx context.Context) (int, error) {
+	c := &r.cfg
+	l := &r.lease
+	bin, global := runtimeCmd(c.Runtime, c.RuncPath, c.RunscPath, r.sbDir)
+	cmd := exec.Command(bin, append(global, "run", "--bundle", r.bundle, l.container())...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
+	r.undo = append(r.undo, func() { r.deleteContainer(bin, global) })
+	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: c.Agent, Action: "start",
+		Detail: map[string]string{"id": l.ID, "runtime": c.Runtime, "address": l.Addr.String()}})
+	r.log.Info("sandbox starting", "id", l.ID, "runtime", c.Runtime, "addr", l.Addr)
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("start %s: %w", bin, err)
+	}
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	var killTimer <-chan time.Time
+	ctxDone := ctx.Done()
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case sig := <-c.Signals:
+			// The runtime forwards signals it receives to the container.
+			_ = cmd.Process.Signal(sig)
+		case <-ctxDone:
+			ctxDone = nil
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			killTimer = time.After(c.KillGrace)
+		case <-killTimer:
+			r.kill(bin, global)
+			_ = cmd.Process.Kill()
+		}
+	}
+	code := exitCode(cmd.ProcessState, waitErr)
+	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: c.Agent, Action: "exit",
+		Detail: map[string]string{"id": l.ID, "runtime": c.Runtime, "exit_code": strconv.Itoa(code)}})
+	r.log.Info("sandbox exited", "id", l.ID, "code", code, "duration", c.Now().Sub(r.started))
+	if code < 0 {
+		return code, fmt.Errorf("%s run: %w", filepath.Base(bin), waitErr)
+	}
+	return code, nil
+}
+
+func exitCode(ps *os.ProcessState, err error) int {
+	if ps == nil {
+		return -1
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	if err != nil && !errors.As(err, new(*exec.ExitError)) {
+		return -1
+	}
+	return ps.ExitCode()
+}
+
+func (r *run) kill(bin string, global []string) {
+	_ = exec.Command(bin, append(global, "kill", r.lease.container(), "KILL")...).Run()
+}
+
+func (r *run) deleteContainer(bin string, global []string) {
+	out, err := exec.Command(bin, append(global, "delete", "--force", r.lease.container())...).CombinedOutput()
+	if err != nil && !bytes.Contains(out, []byte("does not exist")) && !bytes.Contains(out, []byte("not exist")) {
+		r.log.Debug("runtime delete", "id", r.lease.ID, "err", err, "out", string(out))
+	}
+}
