@@ -23,6 +23,9 @@ const MaxValueBytes = 16 << 10
 // does not have (a secret: credential without a secret store).
 var ErrNotConfigured = errors.New("no secret store configured")
 
+// ErrNotSet is wrapped when an env: credential's variable is not set.
+var ErrNotSet = errors.New("is not set")
+
 // SecretSource looks up named secrets (the local encrypted store, or the
 // control plane in connected mode). Its errors must not contain values.
 type SecretSource interface {
@@ -83,6 +86,9 @@ func (r *Resolver) HeaderValue(ctx context.Context, c *policy.Credential) (strin
 	default:
 		return "", errors.New("credential: none of env, file or secret is set")
 	}
+	if errors.Is(err, ErrNotSet) {
+		return "", fmt.Errorf("credential %s %w", name, err)
+	}
 	if err != nil {
 		return "", fmt.Errorf("credential %s: %w", name, err)
 	}
@@ -121,7 +127,7 @@ func (r *Resolver) env(name string) (string, error) {
 	}
 	v, ok := lookup(name)
 	if !ok {
-		return "", errors.New("is not set")
+		return "", ErrNotSet
 	}
 	return v, nil
 }
