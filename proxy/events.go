@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/cagent-dev/cagent/audit"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// record emits the audit event of one decision and its canonical log line.
+// key is the policy entry (bounded cardinality) used as the metrics label.
+func (p *Proxy) record(ev *audit.Event, key string) {
+	if key == "" {
+		key = "-"
+	}
+	p.metrics.requests.WithLabelValues(ev.Type, ev.Decision, key).Inc()
+	if ev.BytesUp > 0 {
+		p.metrics.bytesUp.WithLabelValues(key).Add(float64(ev.BytesUp))
+	}
+	if ev.BytesDown > 0 {
+		p.metrics.bytesDown.WithLabelValues(key).Add(float64(ev.BytesDown))
+	}
+	level := slog.LevelInfo
+	if ev.Decision == audit.Deny {
+		level = slog.LevelWarn
+	}
+	// One line per decision, always the same field names.
+	p.log.LogAttrs(context.Background(), level, "egress",
+		slog.String("type", ev.Type),
+		slog.String("decision", ev.Decision),
+		slog.String("error", ev.Error),
+		slog.String("rule", ev.Rule),
+		slog.String("agent", ev.Agent),
+		slog.String("client", ev.Client),
+		slog.String("method", ev.Method),
+		slog.String("scheme", ev.Scheme),
+		slog.String("host", ev.Host),
+		slog.Int("port", ev.Port),
+		slog.String("path", ev.Path),
+		slog.Int("status", ev.Status),
+		slog.Int64("bytes_up", ev.BytesUp),
+		slog.Int64("bytes_down", ev.BytesDown),
+		slog.Int64("duration_ms", ev.DurationMS),
+		slog.Bool("intercepted", ev.Intercepted),
+		slog.String("credential", ev.Credential),
+		slog.String("upstream", ev.Upstream),
+		slog.String("reason", ev.Reason),
+	)
+	p.cfg.Audit.Emit(ev)
+}
+
+type metrics struct {
+	requests  *prometheus.CounterVec
+	bytesUp   *prometheus.CounterVec
+	bytesDown *prometheus.CounterVec
+	tunnels   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, p *Proxy) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cagent_proxy_requests_total", Help: "HTTP requests and tunnels by type, decision and policy entry.",
+		}, []string{"type", "decision", "domain"}),
+		bytesUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cagent_proxy_bytes_up_total", Help: "Bytes sent upstream by policy entry.",
+		}, []string{"domain"}),
+		bytesDown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cagent_proxy_bytes_down_total", Help: "Bytes received from upstream by policy entry.",
+		}, []string{"domain"}),
+		tunnels: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cagent_proxy_open_tunnels", Help: "Tunnels open now (not intercepted).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.bytesUp, m.bytesDown, m.tunnels, levels{p}} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+var (
+	rateDesc   = prometheus.NewDesc("cagent_proxy_rate_limit_tokens", "Rate-limit tokens available now, by policy entry.", []string{"domain"}, nil)
+	budgetDesc = prometheus.NewDesc("cagent_proxy_egress_budget_used_bytes", "Bytes sent upstream in the rolling hour, by policy entry.", []string{"domain"}, nil)
+	limitDesc  = prometheus.NewDesc("cagent_proxy_egress_budget_limit_bytes", "Egress budget per rolling hour, by policy entry (0 = unlimited).", []string{"domain"}, nil)
+)
+
+// levels exports rate-limit and budget levels at scrape time.
+type levels struct{ p *Proxy }
+
+func (l levels) Describe(ch chan<- *prometheus.Desc) {
+	ch <- rateDesc
+	ch <- budgetDesc
+	ch <- limitDesc
+}
+
+func (l levels) Collect(ch chan<- prometheus.Metric) {
+	for k, v := range l.p.limiter.Levels() {
+		ch <- prometheus.MustNewConstMetric(rateDesc, prometheus.GaugeValue, v, k)
+	}
+	for k, v := range l.p.budget.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(budgetDesc, prometheus.GaugeValue, float64(v), k)
+	}
+	pol := l.p.state().pol
+	for i := range pol.Domains {
+		d := &pol.Domains[i]
+		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(pol.EgressLimitFor(d)), d.Domain)
+	}
+}

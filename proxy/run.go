@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/credential"
+	"github.com/cagent-dev/cagent/policy"
+	"github.com/cagent-dev/cagent/policywatch"
+	"github.com/cagent-dev/cagent/secretstore"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// RunConfig is what `cagent proxy` runs.
+type RunConfig struct {
+	ConfigPath      string // policy file (required)
+	Listen          string // explicit proxy address (default 127.0.0.1:3128)
+	Admin           string // /healthz, /readyz, /metrics (default 127.0.0.1:9129)
+	StateDir        string // default /var/lib/cagent
+	TransparentHTTP string // optional port-80 listener
+	TransparentTLS  string // optional port-443 listener
+	AuditLog        string // default <state-dir>/audit/proxy.jsonl
+	LogFormat       string // text (default) or json; json also writes audit events to Stdout
+	Agent           string
+
+	Stdout, Stderr io.Writer        // default os.Stdout, os.Stderr
+	Upstreams      []netip.AddrPort // DNS servers; nil: the policy's, else resolv.conf
+	Secrets        credential.SecretSource
+	LookupEnv      func(string) (string, bool)
+	// OnListen, if set, is called with each listener's name ("explicit",
+	// "admin", "transparent-http", "transparent-tls") and bound address.
+	OnListen func(name string, addr net.Addr)
+}
+
+// Validate checks the flags.
+func (c *RunConfig) Validate() error {
+	if c.ConfigPath == "" {
+		return errors.New("--config is required")
+	}
+	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	// The admin endpoints must never be reachable on a sandbox-facing address.
+	for _, a := range []string{c.Listen, c.TransparentHTTP, c.TransparentTLS} {
+		if a != "" && sameAddr(a, c.Admin) {
+			return fmt.Errorf("--admin %s must differ from the sandbox-facing listeners", c.Admin)
+		}
+	}
+	return nil
+}
+
+func sameAddr(a, b string) bool {
+	ah, ap, err1 := net.SplitHostPort(a)
+	bh, bp, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	if ap != bp || ap == "0" {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ah == bh || wild(ah) || wild(bh)
+}
+
+// Run runs the standalone proxy until ctx ends.
+func Run(ctx context.Context, rc RunConfig) error {
+	if rc.Listen == "" {
+		rc.Listen = "127.0.0.1:3128"
+	}
+	if rc.Admin == "" {
+		rc.Admin = "127.0.0.1:9129"
+	}
+	if rc.StateDir == "" {
+		rc.StateDir = "/var/lib/cagent"
+	}
+	if rc.Stdout == nil {
+		rc.Stdout = os.Stdout
+	}
+	if rc.Stderr == nil {
+		rc.Stderr = os.Stderr
+	}
+	if err := rc.Validate(); err != nil {
+		return err
+	}
+	var logger *slog.Logger
+	if rc.LogFormat == "json" {
+		logger = slog.New(slog.NewJSONHandler(rc.Stderr, nil))
+	} else {
+		logger = slog.New(slog.NewTextHandler(rc.Stderr, nil))
+	}
+	if err := os.MkdirAll(rc.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+
+	auditPath := rc.AuditLog
+	if auditPath == "" {
+		auditPath = filepath.Join(rc.StateDir, "audit", "proxy.jsonl")
+		if err := os.MkdirAll(filepath.Dir(auditPath), 0o700); err != nil {
+			return fmt.Errorf("audit dir: %w", err)
+		}
+	}
+	fileSink, err := audit.OpenFile(auditPath)
+	if err != nil {
+		return err
+	}
+	defer fileSink.Close()
+	var sink audit.Sink = fileSink
+	if rc.LogFormat == "json" {
+		sink = audit.Multi(fileSink, audit.NewWriter(rc.Stdout, "", nil))
+	}
+
+	secrets := rc.Secrets
+	if secrets == nil {
+		if st, err := secretstore.Open(rc.StateDir); err != nil {
+			logger.Warn("secret store unavailable; secret: credentials will fail", "err", err)
+		} else {
+			secrets = st
+		}
+	}
+
+	var px atomic.Pointer[Proxy]
+	w, err := policywatch.Watch(ctx, rc.ConfigPath, logger, func(pol *policy.Policy) {
+		if p := px.Load(); p != nil {
+			p.SetPolicy(pol)
+		}
+	})
+	if err != nil {
+		var perrs policy.Errors
+		if errors.As(err, &perrs) {
+			for _, e := range perrs {
+				logger.Error("invalid policy", "err", e.Error())
+			}
+		}
+		return fmt.Errorf("policy %s: %w", rc.ConfigPath, err)
+	}
+	defer w.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p, err := New(Config{
+		Policy:    w.Current(),
+		StateDir:  rc.StateDir,
+		Audit:     sink,
+		Logger:    logger,
+		Agent:     rc.Agent,
+		Upstreams: rc.Upstreams,
+		Secrets:   secrets,
+		Metrics:   reg,
+		LookupEnv: rc.LookupEnv,
+	})
+	if err != nil {
+		return err
+	}
+	px.Store(p)
+	p.SetPolicy(w.Current()) // a reload between Watch and Store is not lost
+
+	type listener struct {
+		name, addr string
+		serve      func(net.Listener) error
+	}
+	ls := []listener{{"explicit", rc.Listen, p.ServeExplicit}}
+	if rc.TransparentHTTP != "" {
+		ls = append(ls, listener{"transparent-http", rc.TransparentHTTP, p.ServeTransparentHTTP})
+	}
+	if rc.TransparentTLS != "" {
+		ls = append(ls, listener{"transparent-tls", rc.TransparentTLS, p.ServeTransparentTLS})
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := p.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, len(ls)+1)
+	var opened []net.Listener
+	closeAll := func() {
+		for _, l := range opened {
+			l.Close()
+		}
+	}
+	for _, l := range ls {
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			closeAll()
+			p.Close()
+			return fmt.Errorf("%s listener: %w", l.name, err)
+		}
+		opened = append(opened, ln)
+		if rc.OnListen != nil {
+			rc.OnListen(l.name, ln.Addr())
+		}
+		go func(serve func(net.Listener) error, ln net.Listener) { errc <- serve(ln) }(l.serve, ln)
+	}
+	aln, err := net.Listen("tcp", rc.Admin)
+	if err != nil {
+		closeAll()
+		p.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	if rc.OnListen != nil {
+		rc.OnListen("admin", aln.Addr())
+	}
+	go func() {
+		if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	logger.Info("proxy started", "listen", rc.Listen, "admin", rc.Admin, "state_dir", rc.StateDir, "audit_log", auditPath)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	admin.Close()
+	if err := p.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	for range ls {
+		if err := <-errc; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	logger.Info("proxy stopped")
+	return runErr
+}
