@@ -1,0 +1,775 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cagent-dev/cagent/control/store"
+	"github.com/cagent-dev/cagent/policy"
+)
+
+type list[T any] struct {
+	Items []T `json:"items"`
+}
+
+func (c *call) ok(status int, v any) error {
+	writeJSON(c.w, status, v)
+	return nil
+}
+
+func (c *call) decode(v any) *apiError {
+	return decodeJSON(c.r.Body, DefaultMaxBody, v)
+}
+
+func (c *call) now() time.Time { return c.s.cfg.Now().UTC() }
+
+func (c *call) queryTime(name string) (time.Time, error) {
+	v := c.r.URL.Query().Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return t, fieldErr(name, "use RFC 3339, e.g. 2026-01-02T15:04:05Z")
+	}
+	return t, nil
+}
+
+func (c *call) queryLimit() (int, error) {
+	v := c.r.URL.Query().Get("limit")
+	if v == "" {
+		return 100, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, fieldErr("limit", "an integer from 1 to 1000")
+	}
+	return n, nil
+}
+
+func (s *Server) healthz(c *call) error {
+	return c.ok(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) whoami(c *call) error {
+	return c.ok(http.StatusOK, map[string]string{"token_id": c.p.TokenID, "kind": c.p.Kind, "tenant_id": c.p.TenantID, "agent_id": c.p.AgentID})
+}
+
+// --- tenants ---
+
+func (s *Server) listTenants(c *call) error {
+	ts, err := s.st.ListTenants(c.r.Context())
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.Tenant]{ts})
+}
+
+func (s *Server) createTenant(c *call) error {
+	var req createTenantReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	t := store.Tenant{ID: store.NewID(), Name: req.Name, CreatedAt: c.now()}
+	if err := s.st.CreateTenant(c.r.Context(), t); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errf(http.StatusConflict, "conflict", "a tenant named %q exists", req.Name)
+		}
+		return err
+	}
+	c.audit("tenant.create", "tenant", t.ID, map[string]any{"tenant_id": t.ID, "name": t.Name})
+	return c.ok(http.StatusCreated, t)
+}
+
+func (s *Server) getTenant(c *call) error {
+	t, err := s.st.GetTenant(c.r.Context(), c.tenantID)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, t)
+}
+
+func (s *Server) deleteTenant(c *call) error {
+	if err := s.st.DeleteTenant(c.r.Context(), c.tenantID); err != nil {
+		return err
+	}
+	c.audit("tenant.delete", "tenant", c.tenantID, nil)
+	s.notify(c.tenantID, "")
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- tokens ---
+
+// tokenScope is the tenant a token route works on: "" (superadmin tokens)
+// on /api/v1/tokens.
+func (c *call) tokenScope() string {
+	if c.r.PathValue("tenant") == "" {
+		return ""
+	}
+	return c.tenantID
+}
+
+type createdToken struct {
+	store.Token
+	Plain string `json:"token" desc:"the token itself; shown only in this response"`
+}
+
+func (s *Server) listTokens(c *call) error {
+	ts, err := s.st.ListTokens(c.r.Context(), c.tokenScope())
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.Token]{ts})
+}
+
+func (s *Server) createToken(c *call) error {
+	var req createTokenReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	scope := c.tokenScope()
+	if err := req.check(c.now(), scope == ""); err != nil {
+		return err
+	}
+	if req.Kind == store.KindAgent {
+		a, err := s.st.GetAgent(c.r.Context(), scope, req.AgentID)
+		if errors.Is(err, store.ErrNotFound) {
+			return fieldErr("agent_id", "no such agent")
+		}
+		if err != nil {
+			return err
+		}
+		if a.Disabled {
+			return fieldErr("agent_id", "agent is disabled")
+		}
+	}
+	ct, err := s.mintToken(c, scope, req.Kind, req.Name, req.AgentID, req.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusCreated, ct)
+}
+
+func (s *Server) mintToken(c *call, tenantID, kind, name, agentID string, exp *time.Time) (createdToken, error) {
+	k, err := s.cfg.Hasher.NewToken()
+	if err != nil {
+		return createdToken{}, err
+	}
+	t := store.Token{ID: k.ID, TenantID: tenantID, Kind: kind, Name: name, AgentID: agentID, Salt: k.Salt, Hash: k.Hash, CreatedAt: c.now()}
+	if exp != nil {
+		t.ExpiresAt = exp.UTC()
+	}
+	if err := s.st.CreateToken(c.r.Context(), t); err != nil {
+		return createdToken{}, err
+	}
+	c.audit("token.create", "token", t.ID, map[string]any{"kind": kind, "name": name, "agent_id": agentID})
+	return createdToken{Token: t, Plain: k.Plain}, nil
+}
+
+func (s *Server) getToken(c *call) error {
+	t, err := s.st.GetToken(c.r.Context(), c.tokenScope(), c.r.PathValue("token"))
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, t)
+}
+
+func (s *Server) updateToken(c *call) error {
+	var req updateTokenReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	t, err := s.st.UpdateToken(c.r.Context(), c.tokenScope(), c.r.PathValue("token"), req.Disabled, req.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	d := map[string]any{}
+	if req.Disabled != nil {
+		d["disabled"] = *req.Disabled
+	}
+	if req.ExpiresAt != nil {
+		d["expires_at"] = req.ExpiresAt.UTC()
+	}
+	c.audit("token.update", "token", t.ID, d)
+	if t.AgentID != "" {
+		s.notify(t.TenantID, t.AgentID)
+	}
+	return c.ok(http.StatusOK, t)
+}
+
+func (s *Server) deleteToken(c *call) error {
+	ctx := c.r.Context()
+	id := c.r.PathValue("token")
+	t, err := s.st.GetToken(ctx, c.tokenScope(), id)
+	if err != nil {
+		return err
+	}
+	if err := s.st.DeleteToken(ctx, c.tokenScope(), id); err != nil {
+		return err
+	}
+	c.audit("token.delete", "token", id, nil)
+	if t.AgentID != "" {
+		s.notify(t.TenantID, t.AgentID)
+	}
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- agents ---
+
+type agentView struct {
+	store.Agent
+	Online bool `json:"online"`
+}
+
+func (s *Server) view(a store.Agent) agentView {
+	return agentView{Agent: a, Online: !a.Disabled && !a.LastHeartbeat.IsZero() && s.cfg.Now().Sub(a.LastHeartbeat) < s.cfg.OnlineWindow}
+}
+
+func (s *Server) listAgents(c *call) error {
+	as, err := s.st.ListAgents(c.r.Context(), c.tenantID)
+	if err != nil {
+		return err
+	}
+	out := make([]agentView, len(as))
+	for i, a := range as {
+		out[i] = s.view(a)
+	}
+	return c.ok(http.StatusOK, list[agentView]{out})
+}
+
+func (s *Server) createAgent(c *call) error {
+	var req createAgentReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	a := store.Agent{ID: store.NewID(), TenantID: c.tenantID, Name: req.Name, CreatedAt: c.now()}
+	if err := s.st.CreateAgent(c.r.Context(), a); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errf(http.StatusConflict, "conflict", "an agent named %q exists", req.Name)
+		}
+		return err
+	}
+	c.audit("agent.create", "agent", a.ID, map[string]any{"name": a.Name})
+	tok, err := s.mintToken(c, c.tenantID, store.KindAgent, a.Name, a.ID, nil)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusCreated, struct {
+		agentView
+		Token createdToken `json:"token"`
+	}{s.view(a), tok})
+}
+
+func (s *Server) getAgent(c *call) error {
+	a, err := s.st.GetAgent(c.r.Context(), c.tenantID, c.r.PathValue("agent"))
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, s.view(a))
+}
+
+func (s *Server) deleteAgent(c *call) error {
+	id := c.r.PathValue("agent")
+	if err := s.st.DeleteAgent(c.r.Context(), c.tenantID, id); err != nil {
+		return err
+	}
+	c.audit("agent.delete", "agent", id, nil)
+	s.notify(c.tenantID, id)
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) writePolicy(c *call, p *policy.Policy) error {
+	switch f := c.r.URL.Query().Get("format"); f {
+	case "yaml":
+		b, err := PolicyYAML(p)
+		if err != nil {
+			return err
+		}
+		c.w.Header().Set("Content-Type", "application/yaml")
+		c.w.WriteHeader(http.StatusOK)
+		_, err = c.w.Write(b)
+		return err
+	case "", "json":
+		return c.ok(http.StatusOK, map[string]any{"version": policy.Version, "domains": p.Domains})
+	default:
+		return fieldErr("format", "use json or yaml")
+	}
+}
+
+func (s *Server) getAgentPolicy(c *call) error {
+	id := c.r.PathValue("agent")
+	if _, err := s.st.GetAgent(c.r.Context(), c.tenantID, id); err != nil {
+		return err
+	}
+	p, err := s.EffectivePolicy(c.r.Context(), c.tenantID, id)
+	if err != nil {
+		return err
+	}
+	return s.writePolicy(c, p)
+}
+
+// --- commands ---
+
+func (s *Server) listCommands(c *call) error {
+	id := c.r.PathValue("agent")
+	if _, err := s.st.GetAgent(c.r.Context(), c.tenantID, id); err != nil {
+		return err
+	}
+	n, err := c.queryLimit()
+	if err != nil {
+		return err
+	}
+	cs, err := s.st.ListCommands(c.r.Context(), c.tenantID, id, n)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.Command]{cs})
+}
+
+func (s *Server) createCommand(c *call) error {
+	var req commandReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	cmd, err := s.QueueCommand(c, c.r.PathValue("agent"), req)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusCreated, cmd)
+}
+
+// QueueCommand queues a command for an agent of the calling tenant.
+func (s *Server) QueueCommand(c *call, agentID string, req commandReq) (store.Command, error) {
+	ctx := c.r.Context()
+	a, err := s.st.GetAgent(ctx, c.tenantID, agentID)
+	if err != nil {
+		return store.Command{}, err
+	}
+	if a.Disabled {
+		return store.Command{}, errf(http.StatusConflict, "agent_disabled", "the agent is disabled")
+	}
+	cmd := store.Command{ID: store.NewID(), TenantID: c.tenantID, AgentID: a.ID, Kind: req.Command, WipeWorkspace: req.WipeWorkspace,
+		Status: store.CmdPending, CreatedBy: c.p.TokenID, CreatedAt: c.now(), UpdatedAt: c.now()}
+	if err := s.st.CreateCommand(ctx, cmd); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return store.Command{}, errf(http.StatusConflict, "command_pending", "the agent has an unfinished command; wait for its result")
+		}
+		return store.Command{}, err
+	}
+	c.audit("command.create", "command", cmd.ID, map[string]any{"agent_id": a.ID, "command": cmd.Kind, "wipe_workspace": cmd.WipeWorkspace})
+	s.notify(c.tenantID, a.ID)
+	return cmd, nil
+}
+
+// --- policies ---
+
+func (s *Server) listPolicies(c *call) error {
+	var agent *string
+	if q := c.r.URL.Query(); q.Has("agent_id") {
+		v := q.Get("agent_id")
+		agent = &v
+	}
+	ps, err := s.st.ListPolicies(c.r.Context(), c.tenantID, agent)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.Policy]{ps})
+}
+
+// checkWith validates the tenant's policies with p added or replacing its
+// old version.
+func (s *Server) checkWith(c *call, p store.Policy) error {
+	ps, err := s.st.ListPolicies(c.r.Context(), c.tenantID, nil)
+	if err != nil {
+		return err
+	}
+	replaced := false
+	for i := range ps {
+		if ps[i].ID == p.ID {
+			ps[i], replaced = p, true
+		}
+	}
+	if !replaced {
+		ps = append(ps, p)
+	}
+	if err := checkPolicies(ps); err != nil {
+		var es policy.Errors
+		msg := err.Error()
+		if errors.As(err, &es) && len(es) > 0 {
+			msg = es[0].Msg
+		}
+		return &apiError{status: http.StatusBadRequest, code: "invalid_policy", field: "entry", msg: "entry: conflicts with the tenant's other entries: " + msg}
+	}
+	return nil
+}
+
+func (s *Server) policyFromReq(c *call, req *policyReq, id string, created time.Time) (store.Policy, error) {
+	d, aerr := req.check()
+	if aerr != nil {
+		return store.Policy{}, aerr
+	}
+	if req.AgentID != "" {
+		if _, err := s.st.GetAgent(c.r.Context(), c.tenantID, req.AgentID); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return store.Policy{}, fieldErr("agent_id", "no such agent")
+			}
+			return store.Policy{}, err
+		}
+	}
+	entry, err := json.Marshal(d)
+	if err != nil {
+		return store.Policy{}, err
+	}
+	p := store.Policy{ID: id, TenantID: c.tenantID, AgentID: req.AgentID, Domain: d.Domain, Entry: entry,
+		Enabled: req.Enabled == nil || *req.Enabled, CreatedAt: created, UpdatedAt: c.now()}
+	return p, s.checkWith(c, p)
+}
+
+func (s *Server) createPolicy(c *call) error {
+	var req policyReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	p, err := s.policyFromReq(c, &req, store.NewID(), c.now())
+	if err != nil {
+		return err
+	}
+	if err := s.st.CreatePolicy(c.r.Context(), p); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errf(http.StatusConflict, "conflict", "an entry for %s exists at this scope; update it instead", p.Domain)
+		}
+		return err
+	}
+	c.audit("policy.create", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID, "enabled": p.Enabled})
+	s.notify(c.tenantID, p.AgentID)
+	return c.ok(http.StatusCreated, p)
+}
+
+func (s *Server) getPolicy(c *call) error {
+	p, err := s.st.GetPolicy(c.r.Context(), c.tenantID, c.r.PathValue("policy"))
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, p)
+}
+
+func (s *Server) updatePolicy(c *call) error {
+	old, err := s.st.GetPolicy(c.r.Context(), c.tenantID, c.r.PathValue("policy"))
+	if err != nil {
+		return err
+	}
+	var req policyReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if req.AgentID != old.AgentID {
+		return fieldErr("agent_id", "cannot move an entry to another scope; create a new one")
+	}
+	p, err := s.policyFromReq(c, &req, old.ID, old.CreatedAt)
+	if err != nil {
+		return err
+	}
+	p, err = s.st.UpdatePolicy(c.r.Context(), p)
+	if err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errf(http.StatusConflict, "conflict", "an entry for %s exists at this scope", p.Domain)
+		}
+		return err
+	}
+	c.audit("policy.update", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID, "enabled": p.Enabled})
+	s.notify(c.tenantID, p.AgentID)
+	return c.ok(http.StatusOK, p)
+}
+
+func (s *Server) deletePolicy(c *call) error {
+	p, err := s.st.GetPolicy(c.r.Context(), c.tenantID, c.r.PathValue("policy"))
+	if err != nil {
+		return err
+	}
+	if err := s.st.DeletePolicy(c.r.Context(), c.tenantID, p.ID); err != nil {
+		return err
+	}
+	c.audit("policy.delete", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID})
+	s.notify(c.tenantID, p.AgentID)
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- secrets ---
+
+func secretName(c *call) (string, error) {
+	n := c.r.PathValue("name")
+	if !secretNameRE.MatchString(n) {
+		return "", fieldErr("name", "use 1-128 of A-Z, a-z, 0-9, '_', '.', '-'")
+	}
+	return n, nil
+}
+
+func (s *Server) listSecrets(c *call) error {
+	xs, err := s.st.ListSecrets(c.r.Context(), c.tenantID)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.Secret]{xs})
+}
+
+func (s *Server) sealed(c *call, name string, req *secretReq) (store.Secret, error) {
+	kid, sealed, err := s.seal(c.tenantID, name, []byte(*req.Value))
+	if err != nil {
+		return store.Secret{}, err
+	}
+	return store.Secret{ID: store.NewID(), TenantID: c.tenantID, Name: name, KeyID: kid, Sealed: sealed, CreatedAt: c.now(), UpdatedAt: c.now()}, nil
+}
+
+func (s *Server) putSecret(c *call) error {
+	name, err := secretName(c)
+	if err != nil {
+		return err
+	}
+	var req secretReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	x, err := s.sealed(c, name, &req)
+	if err != nil {
+		return err
+	}
+	x, created, err := s.st.PutSecret(c.r.Context(), x)
+	if err != nil {
+		return err
+	}
+	status, action := http.StatusOK, "secret.update"
+	if created {
+		status, action = http.StatusCreated, "secret.create"
+	}
+	c.audit(action, "secret", name, map[string]any{"version": x.Version})
+	s.notify(c.tenantID, "")
+	return c.ok(status, x)
+}
+
+func (s *Server) rotateSecret(c *call) error {
+	name, err := secretName(c)
+	if err != nil {
+		return err
+	}
+	var req secretReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	x, err := s.sealed(c, name, &req)
+	if err != nil {
+		return err
+	}
+	x, err = s.st.ReplaceSecret(c.r.Context(), x)
+	if err != nil {
+		return err
+	}
+	c.audit("secret.rotate", "secret", name, map[string]any{"version": x.Version})
+	s.notify(c.tenantID, "")
+	return c.ok(http.StatusOK, x)
+}
+
+func (s *Server) deleteSecret(c *call) error {
+	name, err := secretName(c)
+	if err != nil {
+		return err
+	}
+	if err := s.st.DeleteSecret(c.r.Context(), c.tenantID, name); err != nil {
+		return err
+	}
+	c.audit("secret.delete", "secret", name, nil)
+	s.notify(c.tenantID, "")
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- IP ACLs ---
+
+func (s *Server) listACLs(c *call) error {
+	as, err := s.st.ListACLs(c.r.Context(), c.tenantID)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.ACL]{as})
+}
+
+func (s *Server) createACL(c *call) error {
+	var req aclReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	a := store.ACL{ID: store.NewID(), TenantID: c.tenantID, CIDR: req.CIDR, Description: req.Description, CreatedAt: c.now()}
+	if err := s.st.CreateACL(c.r.Context(), a); err != nil {
+		return err
+	}
+	c.audit("ip_acl.create", "ip_acl", a.ID, map[string]any{"cidr": a.CIDR})
+	return c.ok(http.StatusCreated, a)
+}
+
+func (s *Server) deleteACL(c *call) error {
+	id := c.r.PathValue("acl")
+	if err := s.st.DeleteACL(c.r.Context(), c.tenantID, id); err != nil {
+		return err
+	}
+	c.audit("ip_acl.delete", "ip_acl", id, nil)
+	c.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- audit and logs ---
+
+func (s *Server) queryAudit(c *call) error {
+	q := c.r.URL.Query()
+	f := store.AuditFilter{TenantID: c.tenantID, ActorID: q.Get("actor"), Action: q.Get("action"), ObjectType: q.Get("object_type"), ObjectID: q.Get("object_id")}
+	if c.r.PathValue("tenant") == "" {
+		f.AllTenants, f.TenantID = true, q.Get("tenant_id")
+	}
+	var err error
+	if f.Since, err = c.queryTime("since"); err != nil {
+		return err
+	}
+	if f.Until, err = c.queryTime("until"); err != nil {
+		return err
+	}
+	if f.Limit, err = c.queryLimit(); err != nil {
+		return err
+	}
+	es, err := s.st.QueryAudit(c.r.Context(), f)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.AuditEntry]{es})
+}
+
+func (s *Server) queryLogs(c *call) error {
+	q := c.r.URL.Query()
+	f := store.LogFilter{TenantID: c.tenantID, AgentID: q.Get("agent_id"), Type: q.Get("type"), Contains: q.Get("q")}
+	if len(f.Contains) > 256 {
+		return fieldErr("q", "at most 256 bytes")
+	}
+	var err error
+	if f.Since, err = c.queryTime("since"); err != nil {
+		return err
+	}
+	if f.Until, err = c.queryTime("until"); err != nil {
+		return err
+	}
+	if f.Limit, err = c.queryLimit(); err != nil {
+		return err
+	}
+	es, err := s.st.QueryLogs(c.r.Context(), f)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, list[store.LogEntry]{es})
+}
+
+// --- agent endpoints: the calling agent only ---
+
+func (s *Server) agentPolicy(c *call) error {
+	p, err := s.EffectivePolicy(c.r.Context(), c.p.TenantID, c.p.AgentID)
+	if err != nil {
+		return err
+	}
+	if c.r.URL.Query().Get("format") == "" {
+		q := c.r.URL.Query()
+		q.Set("format", "yaml")
+		c.r.URL.RawQuery = q.Encode()
+	}
+	return s.writePolicy(c, p)
+}
+
+func (s *Server) agentSecret(c *call) error {
+	name, err := secretName(c)
+	if err != nil {
+		return err
+	}
+	v, ver, err := s.AgentSecret(c.r.Context(), c.p.TenantID, c.p.AgentID, name)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, map[string]any{"name": name, "value": v, "version": ver})
+}
+
+type heartbeatResp struct {
+	Command *store.Command `json:"command"`
+}
+
+func (s *Server) heartbeat(c *call) error {
+	var req heartbeatReq
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	ctx := c.r.Context()
+	now := c.now()
+	if err := s.st.Heartbeat(ctx, c.p.TenantID, c.p.AgentID, now, req.Status, req.Metrics); err != nil {
+		return err
+	}
+	for _, r := range req.Results {
+		err := s.st.CompleteCommand(ctx, c.p.TenantID, c.p.AgentID, r.ID, r.Status, r.Result, now)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // unknown, another agent's, or already finished
+		}
+		if err != nil {
+			return err
+		}
+		c.audit("command.result", "command", r.ID, map[string]any{"agent_id": c.p.AgentID, "status": r.Status})
+	}
+	cmd, err := s.NextCommand(c.r.Context(), c.p.TenantID, c.p.AgentID)
+	if err != nil {
+		return err
+	}
+	return c.ok(http.StatusOK, heartbeatResp{Command: cmd})
+}
+
+// NextCommand returns the agent's unfinished command (marking it
+// delivered), or nil. A future streaming endpoint calls this too.
+func (s *Server) NextCommand(ctx context.Context, tenantID, agentID string) (*store.Command, error) {
+	return s.st.NextCommand(ctx, tenantID, agentID, s.cfg.Now().UTC())
+}
+
+func (s *Server) ingestLogs(c *call) error {
+	var req logsReq
+	if err := decodeJSON(c.r.Body, s.cfg.MaxLogBody, &req); err != nil {
+		return err
+	}
+	es, err := req.check(s.cfg.MaxLogBatch, c.p.TenantID, c.p.AgentID, c.now())
+	if err != nil {
+		return err
+	}
+	if err := s.st.InsertLogs(c.r.Context(), es); err != nil {
+		return err
+	}
+	return c.ok(http.StatusAccepted, map[string]int{"accepted": len(es)})
+}

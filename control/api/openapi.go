@@ -1,0 +1,175 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/cagent-dev/cagent/policy"
+)
+
+var pathParamRE = regexp.MustCompile(`\{([a-z_]+)\}`)
+
+// OpenAPI returns the OpenAPI 3.1 document, generated from the route table
+// that also builds the mux, so the two cannot drift apart.
+func (s *Server) OpenAPI() map[string]any {
+	paths := map[string]map[string]any{}
+	for _, rt := range s.routes {
+		op := map[string]any{
+			"operationId": operationID(rt),
+			"summary":     rt.Summary,
+			"responses": map[string]any{
+				"default": map[string]any{
+					"description": "error",
+					"content":     map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}},
+				},
+				okStatus(rt): map[string]any{"description": "success"},
+			},
+		}
+		if rt.Kinds == nil {
+			op["security"] = []any{}
+		} else {
+			op["x-token-kinds"] = rt.Kinds
+		}
+		var params []any
+		for _, m := range pathParamRE.FindAllStringSubmatch(rt.Pattern, -1) {
+			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
+		}
+		for _, q := range rt.Query {
+			params = append(params, map[string]any{"name": q, "in": "query", "required": false, "schema": map[string]any{"type": "string"}})
+		}
+		if len(params) > 0 {
+			op["parameters"] = params
+		}
+		if rt.Body != nil {
+			op["requestBody"] = map[string]any{
+				"required": true,
+				"content":  map[string]any{"application/json": map[string]any{"schema": schemaOf(reflect.TypeOf(rt.Body))}},
+			}
+		}
+		if paths[rt.Pattern] == nil {
+			paths[rt.Pattern] = map[string]any{}
+		}
+		paths[rt.Pattern][strings.ToLower(rt.Method)] = op
+	}
+	return map[string]any{
+		"openapi": "3.1.0",
+		"info": map[string]any{
+			"title":       "Cagent control plane",
+			"version":     "1",
+			"description": "Tenants, tokens, agents, domain policies, secrets, IP ACLs, commands, audit trail and logs. Errors are {\"error\": code, \"message\": text, \"request_id\": id}; every response carries X-Request-Id.",
+		},
+		"paths": paths,
+		"components": map[string]any{
+			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
+			"schemas": map[string]any{
+				"Error": schemaOf(reflect.TypeOf(errorBody{})),
+			},
+		},
+		"security": []any{map[string]any{"bearer": []any{}}},
+	}
+}
+
+func okStatus(rt Route) string {
+	switch {
+	case rt.Method == http.MethodDelete:
+		return "204"
+	case rt.Method == http.MethodPost && strings.HasSuffix(rt.Pattern, "/logs"):
+		return "202"
+	case rt.Method == http.MethodPost && !strings.HasSuffix(rt.Pattern, "/rotate") && !strings.HasSuffix(rt.Pattern, "/heartbeat"):
+		return "201"
+	}
+	return "200"
+}
+
+func operationID(rt Route) string {
+	p := strings.TrimPrefix(rt.Pattern, v1+"/")
+	p = pathParamRE.ReplaceAllString(p, "by_$1")
+	p = strings.NewReplacer("/", "_", "-", "_", ".", "_").Replace(p)
+	return strings.ToLower(rt.Method) + "_" + p
+}
+
+var (
+	timeType   = reflect.TypeOf(time.Time{})
+	rawType    = reflect.TypeOf(json.RawMessage{})
+	domainType = reflect.TypeOf(policy.Domain{})
+	marshaler  = reflect.TypeOf((*json.Marshaler)(nil)).Elem()
+)
+
+func schemaOf(t reflect.Type) map[string]any {
+	return schemaDepth(t, 0)
+}
+
+func schemaDepth(t reflect.Type, depth int) map[string]any {
+	if depth > 8 {
+		return map[string]any{}
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == timeType:
+		return map[string]any{"type": "string", "format": "date-time"}
+	case t == rawType:
+		return map[string]any{}
+	case t.Kind() != reflect.Struct && t.Implements(marshaler):
+		return map[string]any{"type": []string{"string", "integer"}}
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return map[string]any{"type": "integer"}
+	case reflect.Float32, reflect.Float64:
+		return map[string]any{"type": "number"}
+	case reflect.Slice, reflect.Array:
+		return map[string]any{"type": "array", "items": schemaDepth(t.Elem(), depth+1)}
+	case reflect.Map:
+		return map[string]any{"type": "object", "additionalProperties": schemaDepth(t.Elem(), depth+1)}
+	case reflect.Struct:
+		props := map[string]any{}
+		var required []string
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			tag := f.Tag.Get("json")
+			if tag == "-" {
+				continue
+			}
+			name, opts, _ := strings.Cut(tag, ",")
+			if name == "" {
+				name = f.Name
+			}
+			var fs map[string]any
+			if t == reflect.TypeOf(policyReq{}) && f.Name == "Entry" {
+				fs = schemaDepth(domainType, depth+1)
+			} else {
+				fs = schemaDepth(f.Type, depth+1)
+			}
+			if d := f.Tag.Get("desc"); d != "" {
+				fs["description"] = d
+			}
+			props[name] = fs
+			if !strings.Contains(opts, "omitempty") && f.Type.Kind() != reflect.Pointer {
+				required = append(required, name)
+			}
+		}
+		out := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
+		if len(required) > 0 {
+			out["required"] = required
+		}
+		return out
+	}
+	return map[string]any{}
+}
+
+func (s *Server) openapi(c *call) error {
+	return c.ok(http.StatusOK, s.OpenAPI())
+}

@@ -1,0 +1,77 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/cagent-dev/cagent/control/store"
+)
+
+var (
+	public    []string = nil
+	any4               = []string{store.KindSuperadmin, store.KindAdmin, store.KindDev, store.KindAgent}
+	superOnly          = []string{store.KindSuperadmin}
+	admins             = []string{store.KindSuperadmin, store.KindAdmin}
+	readers            = []string{store.KindSuperadmin, store.KindAdmin, store.KindDev}
+	agentOnly          = []string{store.KindAgent}
+)
+
+const v1 = "/api/v1"
+
+func (s *Server) buildRoutes() []Route {
+	T := v1 + "/tenants/{tenant}"
+	return []Route{
+		{Method: http.MethodGet, Pattern: v1 + "/openapi.json", Summary: "This OpenAPI document", Kinds: public, h: s.openapi},
+		{Method: http.MethodGet, Pattern: v1 + "/healthz", Summary: "Liveness", Kinds: public, h: s.healthz},
+		{Method: http.MethodGet, Pattern: v1 + "/whoami", Summary: "The calling token's identity", Kinds: any4, h: s.whoami},
+
+		{Method: http.MethodGet, Pattern: v1 + "/tenants", Summary: "List tenants", Kinds: superOnly, h: s.listTenants},
+		{Method: http.MethodPost, Pattern: v1 + "/tenants", Summary: "Create a tenant", Kinds: superOnly, Body: createTenantReq{}, h: s.createTenant},
+		{Method: http.MethodGet, Pattern: T, Summary: "Get a tenant", Kinds: superOnly, h: s.getTenant},
+		{Method: http.MethodDelete, Pattern: T, Summary: "Delete a tenant (disables its tokens and agents)", Kinds: superOnly, h: s.deleteTenant},
+
+		{Method: http.MethodGet, Pattern: v1 + "/tokens", Summary: "List superadmin tokens", Kinds: superOnly, h: s.listTokens},
+		{Method: http.MethodPost, Pattern: v1 + "/tokens", Summary: "Create a superadmin token (shown once)", Kinds: superOnly, Body: createTokenReq{}, h: s.createToken},
+		{Method: http.MethodDelete, Pattern: v1 + "/tokens/{token}", Summary: "Revoke a superadmin token", Kinds: superOnly, h: s.deleteToken},
+		{Method: http.MethodGet, Pattern: v1 + "/audit", Summary: "Query the audit trail of every tenant", Kinds: superOnly,
+			Query: []string{"tenant_id", "actor", "action", "object_type", "object_id", "since", "until", "limit"}, h: s.queryAudit},
+
+		{Method: http.MethodGet, Pattern: T + "/tokens", Summary: "List a tenant's tokens", Kinds: admins, h: s.listTokens},
+		{Method: http.MethodPost, Pattern: T + "/tokens", Summary: "Create a token (shown once)", Kinds: admins, Body: createTokenReq{}, h: s.createToken},
+		{Method: http.MethodGet, Pattern: T + "/tokens/{token}", Summary: "Get a token's metadata", Kinds: admins, h: s.getToken},
+		{Method: http.MethodPatch, Pattern: T + "/tokens/{token}", Summary: "Enable, disable or change the expiry of a token", Kinds: admins, Body: updateTokenReq{}, h: s.updateToken},
+		{Method: http.MethodDelete, Pattern: T + "/tokens/{token}", Summary: "Revoke a token", Kinds: admins, h: s.deleteToken},
+
+		{Method: http.MethodGet, Pattern: T + "/agents", Summary: "List agents with their status", Kinds: readers, h: s.listAgents},
+		{Method: http.MethodPost, Pattern: T + "/agents", Summary: "Register an agent; returns its agent token once", Kinds: admins, Body: createAgentReq{}, h: s.createAgent},
+		{Method: http.MethodGet, Pattern: T + "/agents/{agent}", Summary: "Get an agent", Kinds: readers, h: s.getAgent},
+		{Method: http.MethodDelete, Pattern: T + "/agents/{agent}", Summary: "Delete an agent with its tokens, policies and commands", Kinds: admins, h: s.deleteAgent},
+		{Method: http.MethodGet, Pattern: T + "/agents/{agent}/policy", Summary: "An agent's effective policy (YAML with ?format=yaml)", Kinds: readers, Query: []string{"format"}, h: s.getAgentPolicy},
+		{Method: http.MethodGet, Pattern: T + "/agents/{agent}/commands", Summary: "An agent's commands, newest first", Kinds: readers, Query: []string{"limit"}, h: s.listCommands},
+		{Method: http.MethodPost, Pattern: T + "/agents/{agent}/commands", Summary: "Queue a command (409 while one is unfinished)", Kinds: admins, Body: commandReq{}, h: s.createCommand},
+
+		{Method: http.MethodGet, Pattern: T + "/policies", Summary: "List domain policies", Kinds: readers, Query: []string{"agent_id"}, h: s.listPolicies},
+		{Method: http.MethodPost, Pattern: T + "/policies", Summary: "Create a domain policy", Kinds: admins, Body: policyReq{}, h: s.createPolicy},
+		{Method: http.MethodGet, Pattern: T + "/policies/{policy}", Summary: "Get a domain policy", Kinds: readers, h: s.getPolicy},
+		{Method: http.MethodPut, Pattern: T + "/policies/{policy}", Summary: "Replace a domain policy's entry or enabled flag", Kinds: admins, Body: policyReq{}, h: s.updatePolicy},
+		{Method: http.MethodDelete, Pattern: T + "/policies/{policy}", Summary: "Delete a domain policy", Kinds: admins, h: s.deletePolicy},
+
+		{Method: http.MethodGet, Pattern: T + "/secrets", Summary: "List secrets (names and versions, never values)", Kinds: readers, h: s.listSecrets},
+		{Method: http.MethodPut, Pattern: T + "/secrets/{name}", Summary: "Create or replace a secret (write-only)", Kinds: admins, Body: secretReq{}, h: s.putSecret},
+		{Method: http.MethodPost, Pattern: T + "/secrets/{name}/rotate", Summary: "Rotate an existing secret to a new value", Kinds: admins, Body: secretReq{}, h: s.rotateSecret},
+		{Method: http.MethodDelete, Pattern: T + "/secrets/{name}", Summary: "Delete a secret", Kinds: admins, h: s.deleteSecret},
+
+		{Method: http.MethodGet, Pattern: T + "/ip-acls", Summary: "List the tenant's IP ACL (empty: any address)", Kinds: admins, h: s.listACLs},
+		{Method: http.MethodPost, Pattern: T + "/ip-acls", Summary: "Allow admin and dev tokens from a CIDR", Kinds: admins, Body: aclReq{}, h: s.createACL},
+		{Method: http.MethodDelete, Pattern: T + "/ip-acls/{acl}", Summary: "Remove an IP ACL entry", Kinds: admins, h: s.deleteACL},
+
+		{Method: http.MethodGet, Pattern: T + "/audit", Summary: "Query the tenant's audit trail", Kinds: admins,
+			Query: []string{"actor", "action", "object_type", "object_id", "since", "until", "limit"}, h: s.queryAudit},
+		{Method: http.MethodGet, Pattern: T + "/logs", Summary: "Query agent logs", Kinds: readers,
+			Query: []string{"agent_id", "type", "q", "since", "until", "limit"}, h: s.queryLogs},
+
+		{Method: http.MethodGet, Pattern: v1 + "/agent/policy", Summary: "The calling agent's effective policy (YAML; JSON with ?format=json)", Kinds: agentOnly, Query: []string{"format"}, h: s.agentPolicy},
+		{Method: http.MethodGet, Pattern: v1 + "/agent/secrets/{name}", Summary: "A secret referenced by the calling agent's policy", Kinds: agentOnly, h: s.agentSecret},
+		{Method: http.MethodPost, Pattern: v1 + "/agent/heartbeat", Summary: "Report status and metrics; returns the pending command", Kinds: agentOnly, Body: heartbeatReq{}, h: s.heartbeat},
+		{Method: http.MethodPost, Pattern: v1 + "/agent/logs", Summary: "Ingest a batch of log entries", Kinds: agentOnly, Body: logsReq{}, h: s.ingestLogs},
+	}
+}
