@@ -89,7 +89,7 @@ func zone(r *dns.Msg) *dns.Msg {
 	return m
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{}
 	// UDP and TCP on the same random port; retry when the TCP port is taken.
