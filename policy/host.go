@@ -42,7 +42,38 @@ func NormalizeHost(h string) (string, error) {
 	if err := checkDNSName(h); err != nil {
 		return "", fmt.Errorf("%w: %q: %v", ErrInvalidHost, h, err)
 	}
+	// Browsers, curl and inet_aton read a name ending in a number ("127.1",
+	// "0x7f.1", "2130706433") as an IPv4 address; such a name must never be
+	// matched as a domain.
+	if endsInNumber(h) {
+		return "", fmt.Errorf("%w: %q looks like an IP address", ErrInvalidHost, h)
+	}
+	if strings.Contains(h, "xn--") {
+		if _, err := idna.Lookup.ToUnicode(h); err != nil {
+			return "", fmt.Errorf("%w: %q: invalid punycode: %v", ErrInvalidHost, h, err)
+		}
+	}
 	return h, nil
+}
+
+// endsInNumber applies the WHATWG URL "ends in a number" test to a
+// lower-case name: its last label is all digits or a 0x hex number.
+func endsInNumber(h string) bool {
+	last := h[strings.LastIndexByte(h, '.')+1:]
+	if rest, ok := strings.CutPrefix(last, "0x"); ok {
+		for i := 0; i < len(rest); i++ {
+			if !isHex(rest[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(last); i++ {
+		if last[i] < '0' || last[i] > '9' {
+			return false
+		}
+	}
+	return last != ""
 }
 
 // checkDNSName enforces RFC 1035 letter-digit-hyphen syntax (plus '_', which
@@ -87,6 +118,11 @@ func validatePattern(raw string) (string, error) {
 	if raw == "" {
 		return "", errors.New("domain is required")
 	}
+	// One trailing dot is the same name; NormalizeHost removes it. A second
+	// one would otherwise be removed here and hidden from NormalizeHost.
+	if t := strings.TrimSuffix(raw, "."); strings.HasSuffix(t, ".") || t == "" {
+		return "", fmt.Errorf("invalid domain %q: empty label", raw)
+	}
 	for i := 0; i < len(raw); i++ {
 		if raw[i] >= 0x80 {
 			if p, err := idna.Lookup.ToASCII(strings.TrimPrefix(raw, "*.")); err == nil {
@@ -98,7 +134,7 @@ func validatePattern(raw string) (string, error) {
 			return "", fmt.Errorf("non-ASCII domain %q is not a valid IDN", raw)
 		}
 	}
-	if _, ok := ParseIPHost(raw); ok {
+	if _, ok := ParseIPHost(strings.TrimSuffix(raw, ".")); ok {
 		return "", fmt.Errorf("%q is an IP address: list IP destinations under ip_ranges", raw)
 	}
 	if strings.Contains(raw, ":") || strings.Contains(raw, "/") {
@@ -107,6 +143,9 @@ func validatePattern(raw string) (string, error) {
 	base, wildcard := strings.CutPrefix(raw, "*.")
 	if strings.Contains(base, "*") {
 		return "", fmt.Errorf("invalid wildcard %q: only a leading \"*.\" is allowed, as in *.example.com", raw)
+	}
+	if b := strings.ToLower(strings.TrimSuffix(base, ".")); b != "" && endsInNumber(b) {
+		return "", fmt.Errorf("%q looks like an IP address: list IP destinations under ip_ranges", raw)
 	}
 	host, err := NormalizeHost(base)
 	if err != nil {

@@ -40,7 +40,8 @@ func (p *Policy) Lookup(host string) *Domain {
 	return nil
 }
 
-// LookupAlias returns the entry for "<alias>.devbox.local" (or the bare alias), or nil.
+// LookupAlias returns the enabled entry for "<alias>.devbox.local" (any case,
+// optional trailing dot), or nil. A bare alias ("openai") is not looked up.
 func (p *Policy) LookupAlias(host string) *Domain {
 	if p == nil || p.index == nil {
 		return nil

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -90,11 +91,22 @@ func Parse(file string, data []byte) (*Policy, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, Errors{yamlSyntaxError(file, err)}
+		return nil, Errors{yamlSyntaxError(file, data, err)}
 	}
-	// A second document would be silently ignored; refuse it instead.
-	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	// A second document would be silently ignored; refuse it instead. An
+	// empty one (a trailing "---") is harmless.
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, Errors{yamlSyntaxError(file, data, err)}
+		}
+		if len(extra.Content) == 1 && extra.Content[0].Kind == yaml.ScalarNode && extra.Content[0].Tag == "!!null" && extra.Content[0].Value == "" {
+			continue
+		}
 		return nil, Errors{{File: file, Line: extra.Line, Col: extra.Column, Msg: "more than one YAML document; a policy is one document"}}
 	}
 	d := &decoder{file: file, pos: p.pos}
@@ -120,11 +132,11 @@ func Parse(file string, data []byte) (*Policy, error) {
 	return p, nil
 }
 
-func yamlSyntaxError(file string, err error) *Error {
+func yamlSyntaxError(file string, data []byte, err error) *Error {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "yaml: ")
 	e := &Error{File: file, Msg: "invalid YAML: " + msg}
-	// yaml.v3 syntax errors read "yaml: line N: ..."
+	// yaml.v3 syntax errors read "yaml: line N: ..." (no column).
 	if strings.HasPrefix(msg, "line ") {
 		rest := msg[len("line "):]
 		if i := strings.Index(rest, ":"); i > 0 {
@@ -134,7 +146,85 @@ func yamlSyntaxError(file string, err error) *Error {
 			}
 		}
 	}
+	if e.Line == 0 {
+		// Reader errors carry no position, and yaml.v3 omits "line 1".
+		e.Line, e.Col = badBytePos(data)
+	} else {
+		e.Line = problemLine(data, e.Line)
+	}
 	return e
+}
+
+// problemLine finds the line a syntax error is on. yaml.v3 reports the line
+// where the enclosing block or flow collection starts, which can be far above
+// the mistake; the first line whose inclusion makes the text fail to parse is
+// a better answer. It binary-searches prefixes, so it costs O(log n) parses.
+func problemLine(data []byte, from int) int {
+	starts := []int{0} // byte offset of each line
+	for i, c := range data {
+		if c == '\n' {
+			starts = append(starts, i+1)
+		}
+	}
+	prefix := func(lines int) []byte {
+		if lines >= len(starts) {
+			return data
+		}
+		return data[:starts[lines]]
+	}
+	lo, hi := from, len(starts) // the first `from-1` lines parse; all of them fail
+	if lo < 1 || lo > hi || !yamlFails(prefix(hi)) {
+		return from
+	}
+	if !yamlFails(prefix(lo - 1)) {
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if yamlFails(prefix(mid)) {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		return lo
+	}
+	return from
+}
+
+func yamlFails(data []byte) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			return false
+		}
+		if err != nil {
+			return true
+		}
+	}
+}
+
+// badBytePos returns the position of the first byte YAML cannot read (invalid
+// UTF-8 or a control character), or 1:1 when there is none. Columns count bytes.
+func badBytePos(data []byte) (line, col int) {
+	line, start := 1, 0
+	for i := 0; i < len(data); {
+		c := data[i]
+		if c == '\n' {
+			line, start = line+1, i+1
+			i++
+			continue
+		}
+		if c < 0x20 && c != '\t' && c != '\r' || c == 0x7f {
+			return line, i - start + 1
+		}
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return line, i - start + 1
+		}
+		i += size
+	}
+	return 1, 1
 }
 
 func sortErrors(es Errors) {
@@ -214,8 +304,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		m := reflect.MakeMap(v.Type())
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, val := n.Content[i], n.Content[i+1]
+		pairs := d.pairs(n, path, 0)
+		for i := 0; i+1 < len(pairs); i += 2 {
+			k, val := pairs[i], pairs[i+1]
 			if k.Kind != yaml.ScalarNode {
 				d.errorf(k, path, "keys must be strings")
 				continue
@@ -276,8 +367,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	}
 	fields := yamlFields(v.Type())
 	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
+	pairs := d.pairs(n, path, 0)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		k, val := pairs[i], pairs[i+1]
 		kp := k.Value
 		if path != "" {
 			kp = path + "." + k.Value
@@ -298,6 +390,72 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		seen[k.Value] = true
 		d.decode(val, v.Field(idx), kp)
 	}
+}
+
+// pairs returns the key/value nodes of mapping n with YAML merge keys
+// ("<<: *base") expanded: keys written in n win over merged ones, and earlier
+// merged mappings win over later ones.
+func (d *decoder) pairs(n *yaml.Node, path string, depth int) []*yaml.Node {
+	hasMerge := false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if isMergeKey(n.Content[i]) {
+			hasMerge = true
+		}
+	}
+	if !hasMerge {
+		return n.Content
+	}
+	// Merging aliases can multiply work like alias expansion does.
+	d.nodes += len(n.Content)
+	if d.nodes > maxNodes {
+		if d.nodes-len(n.Content) <= maxNodes {
+			d.errorf(n, path, "document too large or too deeply aliased")
+		}
+		return nil
+	}
+	var out, merged []*yaml.Node
+	own := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if !isMergeKey(k) {
+			out = append(out, k, val)
+			own[k.Value] = true
+			continue
+		}
+		if depth > 16 {
+			d.errorf(k, path, "merge keys nested too deeply")
+			continue
+		}
+		if val.Kind == yaml.AliasNode {
+			val = val.Alias
+		}
+		srcs := []*yaml.Node{val}
+		if val.Kind == yaml.SequenceNode {
+			srcs = val.Content
+		}
+		for _, src := range srcs {
+			if src.Kind == yaml.AliasNode {
+				src = src.Alias
+			}
+			if src.Kind != yaml.MappingNode {
+				d.errorf(src, path, "<< must merge a mapping or a list of mappings, got %s", kindName(src))
+				continue
+			}
+			merged = append(merged, d.pairs(src, path, depth+1)...)
+		}
+	}
+	for i := 0; i+1 < len(merged); i += 2 {
+		k := merged[i]
+		if k.Kind == yaml.ScalarNode && !own[k.Value] {
+			own[k.Value] = true
+			out = append(out, k, merged[i+1])
+		}
+	}
+	return out
+}
+
+func isMergeKey(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Tag == "!!merge"
 }
 
 // yamlFields maps yaml tag names to field indexes.

@@ -51,15 +51,20 @@ func NormalizePath(escaped string) (string, error) {
 			b.WriteByte(c)
 		}
 	}
-	return cleanSegments(b.String()), nil
+	return cleanSegments(b.String())
 }
 
-// cleanSegments collapses empty segments and resolves "." and ".." (never above root).
-func cleanSegments(p string) string {
-	trailing := strings.HasSuffix(p, "/")
+// cleanSegments collapses empty segments and resolves "." and ".." (never
+// above root). A path that ends in a directory ("/x/", "/x/.", "/x/y/..")
+// keeps its trailing slash so that it matches "/x/" rules. A dot segment
+// with path parameters ("..;x", Tomcat and Jetty resolve it as "..") is
+// refused: servers disagree on it.
+func cleanSegments(p string) (string, error) {
 	segs := strings.Split(p, "/")
 	out := make([]string, 0, len(segs))
+	dir := false
 	for _, s := range segs {
+		dir = true
 		switch s {
 		case "", ".":
 			continue
@@ -67,17 +72,32 @@ func cleanSegments(p string) string {
 			if len(out) > 0 {
 				out = out[:len(out)-1]
 			}
-			trailing = true
 			continue
 		}
+		if base, _, ok := strings.Cut(s, ";"); ok && (base == "." || base == "..") {
+			return "", fmt.Errorf("%w: dot segment with parameters", ErrAmbiguousPath)
+		}
 		out = append(out, s)
+		dir = false
 	}
 	res := "/" + strings.Join(out, "/")
-	if trailing && res != "/" {
+	if dir && res != "/" {
 		res += "/"
 	}
-	// A trailing "/." or "/.." leaves a directory; keep its slash for matching "/x/".
-	return res
+	return res, nil
+}
+
+// stripParams removes ";params" from every segment of a normalized path, the
+// way servers that support path parameters see it ("/admin;x=1" is "/admin").
+func stripParams(p string) string {
+	if !strings.Contains(p, ";") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i], _, _ = strings.Cut(s, ";")
+	}
+	return strings.Join(segs, "/")
 }
 
 func isHex(c byte) bool {
@@ -124,16 +144,35 @@ func parsePathRule(raw string) (pathRule, error) {
 	return pathRule{pattern: raw, value: n, prefix: prefix}, nil
 }
 
-func (r pathRule) match(p string, foldCase bool) bool {
+// allows reports whether an allowed_paths rule admits the normalized path p.
+// Matching is exact in case; "/v1/models" also admits "/v1/models/" (the
+// same resource to most servers).
+func (r pathRule) allows(p string) bool {
 	v := r.value
-	if foldCase {
-		p, v = strings.ToLower(p), strings.ToLower(v)
-	}
 	if r.prefix {
 		return strings.HasPrefix(p, v)
 	}
-	// "/v1/models" also matches "/v1/models/" (the same resource to most servers).
 	return p == v || (!strings.HasSuffix(v, "/") && p == v+"/")
+}
+
+// denies reports whether a denied_paths rule covers the normalized path p.
+// It errs on the side of covering: case is folded (many servers ignore it),
+// path parameters are ignored ("/admin;x" is "/admin" to Java servers), a
+// trailing slash does not matter, and "/x/*" also covers "/x" itself.
+func (r pathRule) denies(p string) bool {
+	v := strings.ToLower(r.value)
+	for _, q := range []string{strings.ToLower(p), strings.ToLower(stripParams(p))} {
+		if r.prefix {
+			if strings.HasPrefix(q, v) || (strings.HasSuffix(v, "/") && q == strings.TrimSuffix(v, "/")) {
+				return true
+			}
+			continue
+		}
+		if strings.TrimSuffix(q, "/") == strings.TrimSuffix(v, "/") {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckPath decides a request path (escaped form, no query) against the
@@ -150,7 +189,7 @@ func (d *Domain) CheckPath(escaped string) (allowed bool, rule string, err error
 		return false, "", err
 	}
 	for _, r := range d.denied {
-		if r.match(p, true) {
+		if r.denies(p) {
 			return false, "denied_paths " + r.pattern, nil
 		}
 	}
@@ -158,7 +197,7 @@ func (d *Domain) CheckPath(escaped string) (allowed bool, rule string, err error
 		return true, "", nil
 	}
 	for _, r := range d.allowed {
-		if r.match(p, false) {
+		if r.allows(p) {
 			return true, "allowed_paths " + r.pattern, nil
 		}
 	}

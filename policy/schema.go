@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -31,7 +32,7 @@ func schemaFor(t reflect.Type) map[string]any {
 	case sizeType:
 		return map[string]any{"oneOf": []any{
 			map[string]any{"type": "integer", "minimum": 0, "description": "bytes"},
-			map[string]any{"type": "string", "pattern": `^(?i)[0-9]+(\.[0-9]+)?\s*(b|k|m|g|t|kb|mb|gb|tb|kib|mib|gib|tib)?$`},
+			map[string]any{"type": "string", "pattern": `^[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgGtT]([iI]?[bB])?)?$`},
 		}}
 	}
 	switch t.Kind() {
@@ -52,6 +53,20 @@ func schemaFor(t reflect.Type) map[string]any {
 			}
 			if e := f.Tag.Get("enum"); e != "" {
 				ps["enum"] = strings.Split(e, ",")
+			}
+			// minimum/maximum apply to a number, or to a list's items.
+			for _, kw := range []string{"minimum", "maximum"} {
+				if b := f.Tag.Get(kw); b != "" {
+					n, err := strconv.Atoi(b)
+					if err != nil {
+						panic("policy: bad " + kw + " tag on " + f.Name)
+					}
+					target := ps
+					if items, ok := ps["items"].(map[string]any); ok {
+						target = items
+					}
+					target[kw] = n
+				}
 			}
 			props[name] = ps
 			if jt := f.Tag.Get("json"); jt != "" && !strings.Contains(jt, "omitempty") {

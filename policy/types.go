@@ -27,17 +27,17 @@ type Policy struct {
 	Admin        Admin         `yaml:"admin" json:"admin,omitempty" desc:"local admin UI and API of cagent up"`
 	Audit        Audit         `yaml:"audit" json:"audit,omitempty"`
 
-	index *index     // built by Validate: host and alias lookup
-	pos   positions  // source positions by field path, when parsed from YAML
-	file  string     // file name used in error messages
+	index *index    // built by Validate: host and alias lookup
+	pos   positions // source positions by field path, when parsed from YAML
+	file  string    // file name used in error messages
 }
 
 // DNS configures the DNS filter.
 type DNS struct {
-	Upstream  []string  `yaml:"upstream" json:"upstream,omitempty" desc:"upstream resolvers, IP or IP:port; default: the host's resolv.conf servers"`
-	CacheTTL  Duration  `yaml:"cache_ttl" json:"cache_ttl,omitempty" desc:"cap on cached answers' TTL; integer seconds or a duration (default 300s)"`
-	Answer    string    `yaml:"answer" json:"answer,omitempty" desc:"gateway (answer allowed names with the gateway address, default) or upstream (real addresses)" enum:"gateway,upstream"`
-	Tunneling Tunneling `yaml:"tunneling" json:"tunneling,omitempty"`
+	Upstream  []string   `yaml:"upstream" json:"upstream,omitempty" desc:"upstream resolvers, IP or IP:port; default: the host's resolv.conf servers"`
+	CacheTTL  Duration   `yaml:"cache_ttl" json:"cache_ttl,omitempty" desc:"cap on cached answers' TTL; integer seconds or a duration (default 300s)"`
+	Answer    string     `yaml:"answer" json:"answer,omitempty" desc:"gateway (answer allowed names with the gateway address, default) or upstream (real addresses)" enum:"gateway,upstream"`
+	Tunneling Tunneling  `yaml:"tunneling" json:"tunneling,omitempty"`
 	RateLimit *RateLimit `yaml:"rate_limit" json:"rate_limit,omitempty" desc:"per-client query rate limit (default 1200/min, burst 200)"`
 }
 
@@ -81,7 +81,7 @@ type Proxy struct {
 type Domain struct {
 	Domain       string      `yaml:"domain" json:"domain" desc:"exact name, or *.example.com for any subdomain (not the apex)"`
 	Alias        string      `yaml:"alias" json:"alias,omitempty" desc:"http://ALIAS.devbox.local/... goes out as https://DOMAIN/..."`
-	Ports        []int       `yaml:"ports" json:"ports,omitempty" desc:"ports allowed (default 80 and 443)"`
+	Ports        []int       `yaml:"ports" json:"ports,omitempty" desc:"ports allowed (default 80 and 443)" minimum:"1" maximum:"65535"`
 	Timeout      Duration    `yaml:"timeout" json:"timeout,omitempty" desc:"upstream timeout, e.g. 120s"`
 	ReadOnly     bool        `yaml:"read_only" json:"read_only,omitempty" desc:"only GET, HEAD and OPTIONS"`
 	AllowedPaths []string    `yaml:"allowed_paths" json:"allowed_paths,omitempty" desc:"exact, /x/* (prefix /x/) or /x* (prefix /x); empty = all"`
@@ -110,7 +110,7 @@ type Credential struct {
 // IPRange allows IP-literal destinations.
 type IPRange struct {
 	CIDR  string `yaml:"cidr" json:"cidr"`
-	Ports []int  `yaml:"ports" json:"ports,omitempty" desc:"ports allowed (default: all)"`
+	Ports []int  `yaml:"ports" json:"ports,omitempty" desc:"ports allowed (default: all)" minimum:"1" maximum:"65535"`
 
 	prefix netip.Prefix
 }

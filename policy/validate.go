@@ -120,8 +120,10 @@ func (v *validator) enum(path, val, def string, allowed ...string) string {
 func (v *validator) dns() {
 	d := &v.p.DNS
 	for i, u := range d.Upstream {
-		if _, err := ParseHostPort(u, 53); err != nil {
+		if ap, err := ParseHostPort(u, 53); err != nil {
 			v.errorf(fmt.Sprintf("dns.upstream[%d]", i), "%v", err)
+		} else if ap.Port() == 0 {
+			v.errorf(fmt.Sprintf("dns.upstream[%d]", i), "invalid address %q: port 0", u)
 		}
 	}
 	if d.CacheTTL == 0 {
@@ -202,7 +204,7 @@ func (v *validator) domains() {
 	for i := range p.Domains {
 		d := &p.Domains[i]
 		path := fmt.Sprintf("domains[%d]", i)
-		name, err := validatePattern(strings.TrimSuffix(d.Domain, "."))
+		name, err := validatePattern(d.Domain)
 		if err != nil {
 			v.errorf(path+".domain", "%v", err)
 			continue
@@ -280,8 +282,8 @@ func (v *validator) credential(path string, c *Credential) {
 	} else if !strings.Contains(c.Format, "{value}") {
 		v.errorf(path+".format", "format %q must contain {value}", c.Format)
 	}
-	if strings.ContainsAny(c.Format, "\r\n") {
-		v.errorf(path+".format", "format must be one line")
+	if strings.ContainsFunc(c.Format, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+		v.errorf(path+".format", "format must be one line without control characters")
 	}
 	n := 0
 	for _, s := range []string{c.Env, c.File, c.Secret} {
@@ -300,12 +302,16 @@ func (v *validator) ipRanges() {
 		path := fmt.Sprintf("ip_ranges[%d]", i)
 		pfx, err := netip.ParsePrefix(r.CIDR)
 		if err != nil {
-			if a, aerr := netip.ParseAddr(r.CIDR); aerr == nil {
+			if a, aerr := netip.ParseAddr(r.CIDR); aerr == nil && a.Zone() == "" {
 				pfx = netip.PrefixFrom(a, a.BitLen())
 			} else {
 				v.errorf(path+".cidr", "invalid CIDR %q: write it as 10.0.5.0/24", r.CIDR)
 				continue
 			}
+		}
+		if pfx.Addr().Is4In6() {
+			v.errorf(path+".cidr", "invalid CIDR %q: write IPv4-mapped ranges in IPv4 form", r.CIDR)
+			continue
 		}
 		if pfx != pfx.Masked() {
 			v.errorf(path+".cidr", "invalid CIDR %q: host bits set (did you mean %s?)", r.CIDR, pfx.Masked())
