@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cagent-dev/cagent/control/store"
@@ -37,9 +38,9 @@ func newAgent(e *env, tn *tenantFx) string {
 	return e.must(201, e.do("POST", tn.path("/agents"), e.super, map[string]any{"name": fmt.Sprintf("a%d", seq())})).json(e.t)["id"].(string)
 }
 
-var counter int
+var counter atomic.Int64
 
-func seq() int { counter++; return counter }
+func seq() int64 { return counter.Add(1) }
 
 func newPolicy(e *env, tn *tenantFx) string {
 	return e.must(201, e.do("POST", tn.path("/policies"), e.super, map[string]any{"entry": map[string]any{"domain": fmt.Sprintf("d%d.example", seq())}})).json(e.t)["id"].(string)
