@@ -35,15 +35,18 @@ var ranges = func() []classRange {
 	}{
 		{"169.254.169.254/32", Metadata},
 		{"fd00:ec2::254/128", Metadata},
-		{"100.100.100.200/32", Metadata}, // Alibaba Cloud
+		{"100.100.100.200/32", Metadata},  // Alibaba Cloud
+		{"fe80::a9fe:a9fe/128", Metadata}, // OpenStack over IPv6
 		{"0.0.0.0/8", Unspecified},
 		{"::/128", Unspecified},
 		{"127.0.0.0/8", Loopback},
 		{"::1/128", Loopback},
+		{"::/96", Reserved}, // deprecated IPv4-compatible addresses
 		{"10.0.0.0/8", Private},
 		{"172.16.0.0/12", Private},
 		{"192.168.0.0/16", Private},
 		{"fc00::/7", Private},
+		{"fec0::/10", Private}, // deprecated site-local
 		{"100.64.0.0/10", CGNAT},
 		{"169.254.0.0/16", LinkLocal},
 		{"fe80::/10", LinkLocal},
@@ -55,8 +58,10 @@ var ranges = func() []classRange {
 		{"198.51.100.0/24", Reserved}, // TEST-NET-2
 		{"203.0.113.0/24", Reserved},  // TEST-NET-3
 		{"240.0.0.0/4", Reserved},     // includes broadcast
+		{"192.88.99.0/24", Reserved},  // deprecated 6to4 relay anycast
 		{"64:ff9b:1::/48", Reserved},  // local-use NAT64
 		{"2001:db8::/32", Reserved},   // documentation
+		{"3fff::/20", Reserved},       // documentation (RFC 9637)
 		{"100::/64", Reserved},        // discard
 		{"2002::/16", Reserved},       // 6to4 embeds arbitrary IPv4
 		{"2001::/32", Reserved},       // Teredo embeds arbitrary IPv4
@@ -71,9 +76,11 @@ var ranges = func() []classRange {
 
 // Of returns the class of addr; Public when it is in none. IPv4-mapped IPv6
 // addresses are classified as their IPv4 form. NAT64 (64:ff9b::/96) addresses
-// are classified by the IPv4 address they embed.
+// are classified by the IPv4 address they embed. A zone ("fe80::1%eth0") is
+// ignored: netip.Prefix.Contains never matches a zoned address, which would
+// otherwise make every zoned address public.
 func Of(addr netip.Addr) Class {
-	addr = addr.Unmap()
+	addr = addr.WithZone("").Unmap()
 	if addr.Is6() && nat64.Contains(addr) {
 		b := addr.As16()
 		return Of(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
