@@ -1,0 +1,85 @@
+package escape
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+)
+
+// TestIsolation covers the cases that hold without the proxy: the network
+// beyond the gateway, dangerous syscalls, privileges and resources.
+func TestIsolation(t *testing.T) {
+	e := newEnv(t)
+	web := netip.AddrPortFrom(e.inet.Web, 80).String()
+	catcher := netip.AddrPortFrom(e.inet.Catcher, 7777).String()
+
+	// A host service on 0.0.0.0 (as an admin UI or a database might be).
+	hostSvc, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostSvc.Close()
+	hostPort := hostSvc.Addr().(*net.TCPAddr).Port
+	hostHits := make(chan string, 16)
+	go func() {
+		for {
+			c, err := hostSvc.Accept()
+			if err != nil {
+				return
+			}
+			hostHits <- c.RemoteAddr().String()
+			c.Close()
+		}
+	}()
+
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"direct TCP to a fake-internet host", []string{"tcp", catcher}},
+		{"direct TCP to the fake web server (ignoring the proxy)", []string{"tcp", web}},
+		{"direct UDP to a fake-internet host", []string{"udp", catcher}},
+		{"DNS straight to the fake internet's resolver", []string{"dns", e.inet.DNS.String(), "web.test"}},
+		{"IPv6 socket", []string{"ipv6"}},
+		{"raw socket", []string{"raw"}},
+		{"packet socket", []string{"packet"}},
+		{"io_uring", []string{"iouring"}},
+		{"ptrace", []string{"syscall", "ptrace"}},
+		{"bpf", []string{"syscall", "bpf"}},
+		{"keyctl", []string{"syscall", "keyctl"}},
+		{"mount", []string{"syscall", "mount"}},
+		{"unshare user+net namespaces", []string{"syscall", "unshare"}},
+		{"clone into new user+net namespaces", []string{"syscall", "clone-newuser"}},
+		{"setns into the host network namespace", []string{"syscall", "setns"}},
+		{"perf_event_open", []string{"syscall", "perf_event_open"}},
+		{"setuid-root binary (no-new-privileges)", []string{"exec", "/suid/probe", "whoami"}},
+		{"host service on 0.0.0.0 via the gateway", []string{"tcp", fmt.Sprintf("gw:%d", hostPort)}},
+		{"host sshd port on the gateway", []string{"tcp", "gw:22"}},
+		{"host address on the fake-internet link", []string{"tcp", netip.AddrPortFrom(e.inet.HostAddr, uint16(hostPort)).String()}},
+		{"gateway port 53 with no DNS running (fail closed)", []string{"dns", "gw:53", "web.test"}},
+		{"gateway port 3128 with no proxy running (fail closed)", []string{"tcp", "gw:3128"}},
+	}
+	for _, rt := range runtimes {
+		t.Run(rt.name, func(t *testing.T) {
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					e.mustFail(t, rt.name, tc.name, runOpts{}, tc.args...)
+				})
+			}
+			t.Run("allowed: loopback inside the sandbox", func(t *testing.T) {
+				// Sanity: the probe and the sandbox's own loopback work.
+				e.mustWork(t, rt.name, "loopback inside the sandbox", runOpts{}, "whoami-ok")
+			})
+		})
+	}
+	select {
+	case h := <-hostHits:
+		t.Errorf("host service on 0.0.0.0 was reached from %s", h)
+	default:
+	}
+	e.noDirectTraffic(t)
+	if c := e.inet.Caught(); len(c) != 0 {
+		t.Errorf("catcher recorded %v", c)
+	}
+}
