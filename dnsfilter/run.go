@@ -1,0 +1,272 @@
+package dnsfilter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/policy"
+	"github.com/cagent-dev/cagent/policywatch"
+)
+
+// Defaults of `cagent dns`.
+const (
+	DefaultListen   = "127.0.0.1:5353"
+	DefaultAdmin    = "127.0.0.1:9153"
+	DefaultStateDir = "/var/lib/cagent"
+)
+
+// RunConfig is what `cagent dns` runs.
+type RunConfig struct {
+	ConfigPath string   // policy file (required)
+	Listen     string   // UDP and TCP address (default 127.0.0.1:5353)
+	Upstreams  []string // IP or IP:port; empty: the policy's dns.upstream, else resolv.conf
+	Gateway    string   // IPv4 address allowed names resolve to (required in gateway mode)
+	Admin      string   // /healthz, /readyz, /metrics (default 127.0.0.1:9153)
+	StateDir   string   // default /var/lib/cagent
+	AuditLog   string   // default <state-dir>/audit/dns.jsonl; "-" for stdout
+	LogFormat  string   // text (default) or json; json also writes audit events to Stdout
+	Agent      string   // recorded in audit events
+
+	Stdout, Stderr io.Writer // default os.Stdout, os.Stderr
+	ResolvConf     string    // default /etc/resolv.conf
+	// OnListen, if set, is called with "udp", "tcp" and "admin" and each
+	// listener's bound address (tests listen on port 0).
+	OnListen func(name string, addr net.Addr)
+}
+
+// Validate checks the flags and returns the parsed upstreams and gateway.
+func (c *RunConfig) Validate() ([]netip.AddrPort, netip.Addr, error) {
+	var gw netip.Addr
+	if c.ConfigPath == "" {
+		return nil, gw, errors.New("--config is required")
+	}
+	if c.LogFormat != "" && c.LogFormat != "text" && c.LogFormat != "json" {
+		return nil, gw, fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	var ups []netip.AddrPort
+	for _, u := range c.Upstreams {
+		ap, err := policy.ParseHostPort(u, 53)
+		if err != nil {
+			return nil, gw, fmt.Errorf("--upstream: %w", err)
+		}
+		ups = append(ups, ap)
+	}
+	if c.Gateway != "" {
+		a, err := netip.ParseAddr(c.Gateway)
+		if err != nil || !a.Unmap().Is4() {
+			return nil, gw, fmt.Errorf("--gateway %q: not an IPv4 address", c.Gateway)
+		}
+		gw = a.Unmap()
+	}
+	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		return nil, gw, fmt.Errorf("--listen %q: use IP:port, e.g. %s", c.Listen, DefaultListen)
+	}
+	if c.Admin != "" && c.Admin == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
+		return nil, gw, fmt.Errorf("--admin %s must differ from --listen", c.Admin)
+	}
+	return ups, gw, nil
+}
+
+// Run runs `cagent dns` until ctx ends: the filter on UDP and TCP, the admin
+// endpoints, policy reloads on SIGHUP and file change, and the audit log.
+func Run(ctx context.Context, rc RunConfig) error {
+	if rc.Listen == "" {
+		rc.Listen = DefaultListen
+	}
+	if rc.Admin == "" {
+		rc.Admin = DefaultAdmin
+	}
+	if rc.StateDir == "" {
+		rc.StateDir = DefaultStateDir
+	}
+	if rc.Stdout == nil {
+		rc.Stdout = os.Stdout
+	}
+	if rc.Stderr == nil {
+		rc.Stderr = os.Stderr
+	}
+	ups, gw, err := rc.Validate()
+	if err != nil {
+		return err
+	}
+	var logger *slog.Logger
+	if rc.LogFormat == "json" {
+		logger = slog.New(slog.NewJSONHandler(rc.Stderr, nil))
+	} else {
+		logger = slog.New(slog.NewTextHandler(rc.Stderr, nil))
+	}
+
+	sink, closeSink, auditPath, err := openAudit(rc)
+	if err != nil {
+		return err
+	}
+	defer closeSink()
+
+	var flt atomic.Pointer[Filter]
+	w, err := policywatch.Watch(ctx, rc.ConfigPath, logger, func(p *policy.Policy) {
+		if f := flt.Load(); f != nil {
+			f.SetPolicy(p)
+		}
+	})
+	if err != nil {
+		var perrs policy.Errors
+		if errors.As(err, &perrs) {
+			for _, e := range perrs {
+				logger.Error("invalid policy", "err", e.Error())
+			}
+		}
+		return fmt.Errorf("policy %s: %w", rc.ConfigPath, err)
+	}
+	defer w.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f, err := New(Config{
+		Policy:     w.Current(),
+		Upstreams:  ups,
+		Gateway:    gw,
+		Audit:      sink,
+		Logger:     logger,
+		Agent:      rc.Agent,
+		Metrics:    reg,
+		ResolvConf: rc.ResolvConf,
+	})
+	if err != nil {
+		return err
+	}
+	flt.Store(f)
+	f.SetPolicy(w.Current()) // a reload between Watch and Store is not lost
+
+	pc, ln, err := listenBoth(rc.Listen)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	aln, err := net.Listen("tcp", rc.Admin)
+	if err != nil {
+		pc.Close()
+		ln.Close()
+		f.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	if rc.OnListen != nil {
+		rc.OnListen("udp", pc.LocalAddr())
+		rc.OnListen("tcp", ln.Addr())
+		rc.OnListen("admin", aln.Addr())
+	}
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(rw, "not serving yet", http.StatusServiceUnavailable)
+			return
+		}
+		if err := w.LastError(); err != nil {
+			// Still serving with the last good policy: ready, but say so.
+			fmt.Fprintf(rw, "ready (last policy reload failed: %v)\n", err)
+			return
+		}
+		io.WriteString(rw, "ready\n")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 3)
+	go func() { errc <- f.ServeUDP(pc) }()
+	go func() { errc <- f.ServeTCP(ln) }()
+	go func() {
+		if err := admin.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	ready.Store(true)
+	logger.Info("dns filter started", "listen", rc.Listen, "admin", aln.Addr().String(), "upstreams", f.state.Load().upstreams,
+		"answer", w.Current().DNS.Answer, "audit_log", auditPath)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	ready.Store(false)
+	admin.Close()
+	if err := f.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	// Collect the remaining serve loops (one was already received on error).
+	n := 3
+	if runErr != nil {
+		n = 2
+	}
+	for range n {
+		if err := <-errc; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	logger.Info("dns filter stopped")
+	return runErr
+}
+
+// listenBoth binds UDP and TCP on addr; with port 0 both get the same
+// random port (retrying when TCP finds it taken).
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	for i := 0; ; i++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("udp listener: %w", err)
+		}
+		ap := netip.MustParseAddrPort(pc.LocalAddr().String())
+		ln, err := net.Listen("tcp", net.JoinHostPort(ap.Addr().String(), strconv.Itoa(int(ap.Port()))))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if _, p, _ := net.SplitHostPort(addr); p != "0" || i == 10 {
+			return nil, nil, fmt.Errorf("tcp listener: %w", err)
+		}
+	}
+}
+
+// openAudit opens the audit sink: a hash-chained file, or stdout for "-";
+// with --log-format json, events also go to stdout.
+func openAudit(rc RunConfig) (audit.Sink, func(), string, error) {
+	if rc.AuditLog == "-" {
+		return audit.NewWriter(rc.Stdout, "", nil), func() {}, "-", nil
+	}
+	path := rc.AuditLog
+	if path == "" {
+		path = filepath.Join(rc.StateDir, "audit", "dns.jsonl")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, "", fmt.Errorf("audit dir: %w", err)
+	}
+	fs, err := audit.OpenFile(path)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	var sink audit.Sink = fs
+	if rc.LogFormat == "json" {
+		sink = audit.Multi(fs, audit.NewWriter(rc.Stdout, "", nil))
+	}
+	return sink, func() { fs.Close() }, path, nil
+}
