@@ -281,6 +281,12 @@ func newEnv(t *testing.T, yaml string, mods ...func(*Config)) *env {
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if network == "tcp" {
 				e.dials.add(addr)
+				// Stand-ins for the well-known ports, which tests cannot bind.
+				if strings.HasSuffix(addr, ":443") {
+					addr = strings.TrimSuffix(addr, "443") + fmt.Sprint(e.echo.tlsPort)
+				} else if strings.HasSuffix(addr, ":80") {
+					addr = strings.TrimSuffix(addr, "80") + fmt.Sprint(e.echo.plainPort)
+				}
 			}
 			return d.DialContext(ctx, network, addr)
 		},

@@ -95,7 +95,7 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := tc.t
-	a, err := parseAuthority(r.Host, t.auth.port)
+	a, err := parseAuthority(r.Host, defaultPort(t.scheme))
 	if err != nil || a.host != t.auth.host || a.port != t.auth.port {
 		p.refuseEarly(w, r, t.scheme, r.Host, deny(codeDestination, 403, "domains", "the Host header %q does not match the tunnel's host %s", r.Host, t.auth.hostport()))
 		return
@@ -142,9 +142,6 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 			dn = deny(codeDestination, 403, "domains", "aliases are plain http://<alias>.devbox.local URLs; the proxy makes the HTTPS connection")
 		}
 		upScheme = "https"
-	}
-	if dn == nil && len(r.TransferEncoding) > 0 && r.Header.Get("Content-Length") != "" {
-		dn = deny(codeBadRequest, 400, "", "a request may not carry both Transfer-Encoding and Content-Length")
 	}
 	if dn == nil {
 		dn = checkRequest(d, r.Method, path)
