@@ -1,0 +1,260 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+
+	"github.com/cagent-dev/cagent/dnsfilter"
+	"github.com/cagent-dev/cagent/policy"
+	"github.com/cagent-dev/cagent/proxy"
+	"github.com/cagent-dev/cagent/sandbox"
+)
+
+// stack is one incarnation of the sandbox with the proxy and DNS filter
+// serving its gateway. The sandbox's network lives and dies with it; the
+// services can be restarted alone.
+type stack struct {
+	d    *Daemon
+	long *sandbox.Long
+	gw   netip.Addr
+
+	mu  sync.Mutex
+	svc map[string]*service
+}
+
+// service is a running proxy or DNS filter and its serve loops.
+type service struct {
+	name   string
+	closer func() error
+	ready  func() error
+	setPol func(*policy.Policy)
+	failed chan error // first unexpected serve error
+	wg     sync.WaitGroup
+	lns    []func() error
+	addrs  []string
+}
+
+func (s *service) fail(err error) {
+	select {
+	case s.failed <- err:
+	default:
+	}
+}
+
+func (s *service) stop() {
+	_ = s.closer()
+	for _, c := range s.lns {
+		_ = c()
+	}
+	s.wg.Wait()
+}
+
+func (d *Daemon) newStack(ctx context.Context, p *policy.Policy) (*stack, error) {
+	st := &stack{d: d, svc: map[string]*service{}}
+	// The proxy comes first: its CA must be in the sandbox's trust store.
+	px, err := d.newProxy(p)
+	if err != nil {
+		return nil, err
+	}
+	long, err := sandbox.CreateLong(ctx, sandbox.LongConfig{
+		Config: sandbox.Config{
+			Policy: p, Runtime: d.cfg.Runtime, StateDir: d.cfg.StateDir, Agent: d.cfg.Agent,
+			Logger: d.log, Audit: d.sink, Now: d.cfg.Now,
+		},
+		CACertPEM: px.CACertPEM(),
+	})
+	if err != nil {
+		px.Close()
+		return nil, err
+	}
+	st.long = long
+	st.gw, err = netip.ParseAddr(long.Gateway())
+	if err != nil {
+		px.Close()
+		long.Close()
+		return nil, err
+	}
+	if err := st.startProxy(px); err != nil {
+		st.close()
+		return nil, err
+	}
+	if err := st.startDNS(p); err != nil {
+		st.close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (d *Daemon) newProxy(p *policy.Policy) (*proxy.Proxy, error) {
+	return proxy.New(proxy.Config{
+		Policy: p, StateDir: d.cfg.StateDir, Audit: d.sink, Logger: d.log, Agent: d.cfg.Agent,
+		Upstreams: d.cfg.Upstreams, RootCAs: d.cfg.RootCAs, Secrets: d.secretSource(),
+		Clock: d.cfg.Now, LookupEnv: d.cfg.LookupEnv,
+	})
+}
+
+func (st *stack) listen(s *service, port int, serve func(net.Listener) error) error {
+	ln, err := net.Listen("tcp4", netip.AddrPortFrom(st.gw, uint16(port)).String())
+	if err != nil {
+		return fmt.Errorf("%s: listen: %w", s.name, err)
+	}
+	s.lns = append(s.lns, ln.Close)
+	s.addrs = append(s.addrs, "tcp/"+strconv.Itoa(port))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		err := serve(ln)
+		if err == nil || errors.Is(err, net.ErrClosed) {
+			err = fmt.Errorf("%s listener on port %d stopped", s.name, port)
+		}
+		s.fail(err)
+	}()
+	return nil
+}
+
+func (st *stack) startProxy(px *proxy.Proxy) (err error) {
+	s := &service{name: "proxy", closer: px.Close, ready: px.Ready, setPol: px.SetPolicy, failed: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+	for _, l := range []struct {
+		port  int
+		serve func(net.Listener) error
+	}{{sandbox.PortExplicit, px.ServeExplicit}, {sandbox.PortHTTP, px.ServeTransparentHTTP}, {sandbox.PortHTTPS, px.ServeTransparentTLS}} {
+		if err := st.listen(s, l.port, l.serve); err != nil {
+			return err
+		}
+	}
+	st.mu.Lock()
+	st.svc["proxy"] = s
+	st.mu.Unlock()
+	return nil
+}
+
+func (st *stack) startDNS(p *policy.Policy) (err error) {
+	d := st.d
+	f, err := dnsfilter.New(dnsfilter.Config{
+		Policy: p, Upstreams: d.cfg.Upstreams, Gateway: st.gw, Audit: d.sink, Logger: d.log,
+		Agent: d.cfg.Agent, Clock: d.cfg.Now,
+	})
+	if err != nil {
+		return err
+	}
+	s := &service{name: "dns", closer: f.Close, ready: func() error { return nil }, setPol: f.SetPolicy, failed: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
+	if err := st.listen(s, sandbox.PortDNS, f.ServeTCP); err != nil {
+		return err
+	}
+	pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(st.gw, sandbox.PortDNS).String())
+	if err != nil {
+		return fmt.Errorf("dns: listen: %w", err)
+	}
+	s.lns = append(s.lns, pc.Close)
+	s.addrs = append(s.addrs, "udp/53")
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		err := f.ServeUDP(pc)
+		if err == nil || errors.Is(err, net.ErrClosed) {
+			err = errors.New("dns listener on udp/53 stopped")
+		}
+		s.fail(err)
+	}()
+	st.mu.Lock()
+	st.svc["dns"] = s
+	st.mu.Unlock()
+	return nil
+}
+
+// check reports a service's health: its serve loops run and it is ready.
+func (st *stack) check(name string) error {
+	st.mu.Lock()
+	s := st.svc[name]
+	st.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("%s is not running", name)
+	}
+	select {
+	case err := <-s.failed:
+		s.fail(err) // keep it failed until restarted
+		return err
+	default:
+	}
+	return s.ready()
+}
+
+// restart replaces a crashed service with a fresh one on the same gateway.
+func (st *stack) restart(name string, p *policy.Policy) error {
+	st.mu.Lock()
+	old := st.svc[name]
+	delete(st.svc, name)
+	st.mu.Unlock()
+	if old != nil {
+		old.stop()
+	}
+	switch name {
+	case "proxy":
+		px, err := st.d.newProxy(p)
+		if err != nil {
+			return err
+		}
+		return st.startProxy(px)
+	case "dns":
+		return st.startDNS(p)
+	}
+	return fmt.Errorf("unknown component %s", name)
+}
+
+func (st *stack) setPolicy(p *policy.Policy) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, s := range st.svc {
+		s.setPol(p)
+	}
+}
+
+func (st *stack) info() map[string]string {
+	return map[string]string{
+		"id": st.long.ID(), "runtime": st.long.Runtime(),
+		"address": st.long.Addr(), "gateway": st.long.Gateway(),
+	}
+}
+
+func (st *stack) serviceInfo(name string) map[string]string {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	s := st.svc[name]
+	if s == nil {
+		return nil
+	}
+	m := map[string]string{"listen": st.gw.String()}
+	for i, a := range s.addrs {
+		m["port"+strconv.Itoa(i+1)] = a
+	}
+	return m
+}
+
+// close stops the services, then the sandbox (whose network they use).
+func (st *stack) close() {
+	st.mu.Lock()
+	svcs := st.svc
+	st.svc = map[string]*service{}
+	st.mu.Unlock()
+	for _, s := range svcs {
+		s.stop()
+	}
+	if st.long != nil {
+		_ = st.long.Close()
+	}
+}
