@@ -98,8 +98,8 @@ func newEnv(t *testing.T) *env {
 	testutil.RequireCommand(t, "go")
 	e := &env{probeDir: buildProbe(t), results: &results{}}
 	e.inet = fakeinet.Start(t, fakeinet.Options{Records: map[string][]netip.Addr{
-		"loop.test":    {netip.MustParseAddr("127.0.0.1")},
-		"meta.test":    {netip.MustParseAddr("169.254.169.254")},
+		"loop.test": {netip.MustParseAddr("127.0.0.1")},
+		"meta.test": {netip.MustParseAddr("169.254.169.254")},
 	}})
 	e.inet.SetRecord("private.test", e.inet.Catcher)
 	p, err := policy.Parse("escape.yaml", []byte(policyYAML))

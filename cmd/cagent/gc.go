@@ -1,0 +1,33 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/cagent-dev/cagent/sandbox"
+	"github.com/spf13/cobra"
+)
+
+func init() { commands = append(commands, newGCCmd) }
+
+func newGCCmd() *cobra.Command {
+	var stateDir string
+	cmd := &cobra.Command{
+		Use:   "gc [--state-dir DIR]",
+		Short: "Remove what crashed sandbox runs left behind",
+		Long: `Remove the network namespaces, veths, nftables tables, container state,
+bundles and subnet leases of sandboxes whose cagent process is gone (a crash
+or SIGKILL). Sandboxes of live runs are left alone. Needs root.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			ids, err := sandbox.GC(cmd.Context(), sandbox.GCConfig{StateDir: stateDir, Logger: log})
+			for _, id := range ids {
+				fmt.Fprintln(cmd.OutOrStdout(), "removed sandbox", id)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/cagent", "state directory of the runs to clean up")
+	return cmd
+}
