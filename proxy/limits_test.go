@@ -42,7 +42,9 @@ func tcpEcho(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func withPort(yaml string, port int) string { return strings.ReplaceAll(yaml, "{RAW}", fmt.Sprint(port)) }
+func withPort(yaml string, port int) string {
+	return strings.ReplaceAll(yaml, "{RAW}", fmt.Sprint(port))
+}
 
 func roundTrip(t *testing.T, c net.Conn, msg string) error {
 	t.Helper()
