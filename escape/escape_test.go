@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // TestIsolation covers the cases that hold without the proxy: the network
@@ -81,5 +82,32 @@ func TestIsolation(t *testing.T) {
 	e.noDirectTraffic(t)
 	if c := e.inet.Caught(); len(c) != 0 {
 		t.Errorf("catcher recorded %v", c)
+	}
+}
+
+// TestResources: a fork bomb meets the pids limit and a memory bomb the
+// memory limit; the host and later sandboxes are unaffected.
+func TestResources(t *testing.T) {
+	e := newEnv(t)
+	for _, rt := range runtimes {
+		t.Run(rt.name, func(t *testing.T) {
+			// runc: pids 64 from the policy. gVisor: the limit is raised to
+			// sandbox.GVisorMinPids for its own tasks; its fork bomb may kill
+			// its own sandbox, which is acceptable (design.md).
+			n := "500"
+			if rt.name == "gvisor" {
+				n = "3000"
+			}
+			t.Run("fork bomb (pids limit)", func(t *testing.T) {
+				e.mustFail(t, rt.name, "fork bomb (pids limit)", runOpts{timeout: 90 * time.Second}, "forkbomb", n)
+			})
+			t.Run("memory bomb (memory limit)", func(t *testing.T) {
+				// 128MiB limit; ask for 1GiB.
+				e.mustFail(t, rt.name, "memory bomb (memory limit)", runOpts{timeout: 60 * time.Second}, "membomb", "1024")
+			})
+			t.Run("a sandbox still starts afterwards", func(t *testing.T) {
+				e.mustWork(t, rt.name, "sandbox starts after the bombs", runOpts{}, "whoami-ok")
+			})
+		})
 	}
 }

@@ -81,7 +81,7 @@ domains:
   - domain: loop.test
   - domain: private.test
   - domain: meta.test
-  - domain: exfil.test
+  - domain: "*.exfil.test"
     allow_private: true
 dns:
   tunneling: {max_label_length: 40, max_name_length: 100, distinct_names_per_hour: 20}
@@ -102,6 +102,7 @@ func newEnv(t *testing.T) *env {
 		"meta.test": {netip.MustParseAddr("169.254.169.254")},
 	}})
 	e.inet.SetRecord("private.test", e.inet.Catcher)
+	e.inet.SetRecord("*.exfil.test", e.inet.Web)
 	p, err := policy.Parse("escape.yaml", []byte(policyYAML))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -100,6 +101,25 @@ func main() {
 		httpGet(a)
 	case "connect":
 		connect(arg(0), arg(1), arg(2), arg(3))
+	case "tls":
+		// tls ADDR SNI: a TLS handshake and GET / naming SNI, straight to ADDR.
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp4", arg(0), &tls.Config{ServerName: arg(1), InsecureSkipVerify: true})
+		if err != nil {
+			blocked("%v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(8 * time.Second))
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", arg(1))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			blocked("read: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("STATUS %d\n%s\n", resp.StatusCode, body)
+		if resp.StatusCode/100 == 2 {
+			ok("status %d", resp.StatusCode)
+		}
+		blocked("status %d", resp.StatusCode)
 	case "rawhttp":
 		// rawhttp ADDR REQUEST-LINE HOST: send a request verbatim (no client normalization).
 		rawHTTP(arg(0), arg(1), arg(2))
@@ -150,7 +170,13 @@ func main() {
 		}
 		ok("allocated %d MiB", len(keep))
 	case "find":
-		find(arg(0))
+		// The needle comes hex-encoded so that the probe's own command
+		// line does not contain it.
+		needle, err := hex.DecodeString(arg(0))
+		if err != nil {
+			blocked("find: %v", err)
+		}
+		find(string(needle))
 	case "listen":
 		// listen ADDR DURATION: accept connections, print OK on the first.
 		l, err := net.Listen("tcp4", arg(0))
@@ -286,11 +312,13 @@ func dnsQuery(server, name string) {
 func httpGet(a []string) {
 	u := a[0]
 	var host string
-	noproxy := false
+	noproxy, insecure := false, false
 	for i := 1; i < len(a); i++ {
 		switch a[i] {
 		case "-noproxy":
 			noproxy = true
+		case "-insecure":
+			insecure = true
 		case "-host":
 			i++
 			host = a[i]
@@ -300,6 +328,7 @@ func httpGet(a []string) {
 	if noproxy {
 		tr.Proxy = nil
 	}
+	tr.TLSClientConfig.InsecureSkipVerify = insecure
 	cl := &http.Client{Transport: tr, Timeout: 8 * time.Second}
 	req, err := http.NewRequest("GET", u, nil)
 	if err != nil {

@@ -40,7 +40,8 @@ var CatcherPorts = []int{22, 53, 80, 443, 3128, 7777}
 // Options configure Start.
 type Options struct {
 	// Records adds DNS A records (name -> address), e.g. a name that
-	// resolves to 127.0.0.1 or 169.254.169.254. Names are case-insensitive.
+	// resolves to 127.0.0.1 or 169.254.169.254. Names are case-insensitive;
+	// "*.zone" answers every name below zone.
 	Records map[string][]netip.Addr
 }
 
@@ -335,6 +336,17 @@ func (in *Internet) echo(w http.ResponseWriter, r *http.Request) {
 	in.mu.Lock()
 	in.requests = append(in.requests, req)
 	in.mu.Unlock()
+	// Echo everything but credentials: the escape suite searches sandbox
+	// output for the injected secret, which a real upstream would not echo.
+	echo := req
+	echo.Header = map[string][]string{}
+	for k, v := range req.Header {
+		if k == "Authorization" {
+			v = []string{"<redacted by fakeinet; see Requests>"}
+		}
+		echo.Header[k] = v
+	}
+	req = echo
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(req)
 }
@@ -353,6 +365,13 @@ func (in *Internet) answer(w dns.ResponseWriter, q *dns.Msg) {
 	in.mu.Lock()
 	in.queries = append(in.queries, name)
 	addrs, ok := in.records[name]
+	if !ok {
+		// "*.zone" records answer any name below zone.
+		for n := name; strings.Contains(n, ".") && !ok; {
+			_, n, _ = strings.Cut(n, ".")
+			addrs, ok = in.records["*."+n]
+		}
+	}
 	in.mu.Unlock()
 	switch {
 	case !ok:

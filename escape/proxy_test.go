@@ -1,0 +1,162 @@
+package escape
+
+import (
+	"encoding/hex"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cagent-dev/cagent/sandbox"
+)
+
+// TestThroughGateway covers the cases that attack the data plane itself:
+// the proxy, the DNS filter and credential handling, with the allowed paths
+// checked alongside.
+func TestThroughGateway(t *testing.T) {
+	e := newEnv(t)
+	svc := runOpts{services: true}
+	webIP := e.inet.Web.String()
+
+	type tcase struct {
+		name  string
+		allow bool // an allowed action that must keep working
+		args  []string
+		check func(t *testing.T, out string)
+	}
+	cases := []tcase{
+		{name: "allowed: HTTP through the explicit proxy", allow: true, args: []string{"http", "http://web.test/hello"},
+			check: func(t *testing.T, out string) { wantIn(t, out, `"request_uri":"/hello"`) }},
+		{name: "allowed: HTTP ignoring the proxy variables (transparent, by Host)", allow: true, args: []string{"http", "http://web.test/t", "-noproxy"}},
+		{name: "allowed: HTTPS tunnel through CONNECT", allow: true, args: []string{"http", "https://web.test/tunnel", "-insecure"}},
+		{name: "allowed: HTTPS ignoring the proxy variables (transparent, by SNI)", allow: true, args: []string{"http", "https://web.test/sni", "-noproxy", "-insecure"}},
+		{name: "allowed: intercepted HTTPS trusted via SSL_CERT_FILE, credential injected", allow: true, args: []string{"http", "https://api.test/v1/models"}},
+		{name: "allowed: DNS of an allowed name answers the gateway", allow: true, args: []string{"resolve", "web.test"}},
+		{name: "allowed: DNS of a short, plain name under an allowed zone", allow: true, args: []string{"resolve", "ok.exfil.test"}},
+
+		{name: "allowed: a few distinct names under an allowed zone", allow: true, args: []string{"resolve-many", "few.exfil.test", "5"}},
+
+		{name: "explicit proxy to a name not in the policy", args: []string{"http", "http://other.test/"}},
+		{name: "DNS of a name not in the policy", args: []string{"resolve", "other.test"}},
+		{name: "CONNECT to an IP literal", args: []string{"connect", "gw:3128", webIP + ":443"}},
+		{name: "CONNECT to the catcher's IP literal", args: []string{"connect", "gw:3128", e.inet.Catcher.String() + ":443"}},
+		{name: "CONNECT to an allowed name on a port not allowed", args: []string{"connect", "gw:3128", "web.test:7777"}},
+		{name: "CONNECT to an allowed name with a different SNI (tunnel)", args: []string{"connect", "gw:3128", "web.test:443", "other.test"}},
+		{name: "CONNECT to an allowed name with a different SNI (intercepted)", args: []string{"connect", "gw:3128", "api.test:443", "other.test"}},
+		{name: "Host header differing from the CONNECT target", args: []string{"connect", "gw:3128", "api.test:443", "api.test", "other.test"}},
+		{name: "transparent TLS with a disallowed SNI", args: []string{"tls", "gw:443", "other.test"}},
+		{name: "transparent TLS with no SNI", args: []string{"tls", "gw:443", ""}},
+		{name: "transparent HTTP with a disallowed Host", args: []string{"rawhttp", "gw:80", "GET / HTTP/1.1", "other.test"}},
+		{name: "explicit proxy absolute-form to an IP literal", args: []string{"rawhttp", "gw:3128", "GET http://" + webIP + "/ HTTP/1.1", webIP}},
+		{name: "allowed name resolving to loopback", args: []string{"http", "http://loop.test/"}},
+		{name: "allowed name resolving to a private address", args: []string{"http", "http://private.test/"}},
+		{name: "allowed name resolving to 169.254.169.254 (metadata)", args: []string{"http", "http://meta.test/"}},
+		{name: "allowed name resolving to loopback (CONNECT)", args: []string{"connect", "gw:3128", "loop.test:443"}},
+		{name: "allowed name resolving to 169.254.169.254 (transparent)", args: []string{"http", "http://meta.test/", "-noproxy"}},
+
+		{name: "path filter: denied path", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/admin HTTP/1.1", "api.test"}},
+		{name: "path filter: encoded character", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/%61dmin HTTP/1.1", "api.test"}},
+		{name: "path filter: encoded slash", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1%2Fadmin HTTP/1.1", "api.test"}},
+		{name: "path filter: dot segments", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/x/../admin HTTP/1.1", "api.test"}},
+		{name: "path filter: encoded dot segments", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/x/%2e%2e/admin HTTP/1.1", "api.test"}},
+		{name: "path filter: double slash", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1//admin HTTP/1.1", "api.test"}},
+		{name: "path filter: case", args: []string{"rawhttp", "gw:3128", "GET http://api.test/V1/ADMIN HTTP/1.1", "api.test"}},
+		{name: "path filter: double encoding", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/%2561dmin HTTP/1.1", "api.test"}},
+		{name: "path filter: outside the allowed prefix", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v2/models HTTP/1.1", "api.test"}},
+
+		{name: "credential in env, files or /proc", args: []string{"find", hex.EncodeToString([]byte(secretValue))}},
+		{name: "DNS exfiltration: long label", args: []string{"resolve", strings.Repeat("a", 50) + ".exfil.test"}},
+		{name: "DNS exfiltration: high-entropy label", args: []string{"resolve", "q8zk2vx7rm4tj9wp3yb6nc5hd1lf0gs.exfil.test"}},
+		{name: "DNS exfiltration: many distinct names", args: []string{"resolve-many", "exfil.test", "40"}},
+	}
+	for _, rt := range runtimes {
+		t.Run(rt.name, func(t *testing.T) {
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					var out string
+					if tc.allow {
+						out = e.mustWork(t, rt.name, tc.name, svc, tc.args...)
+					} else {
+						out = e.mustFail(t, rt.name, tc.name, svc, tc.args...)
+					}
+					if strings.Contains(out, secretValue) {
+						t.Errorf("the credential leaked into the sandbox's output:\n%s", out)
+					}
+					if tc.check != nil {
+						tc.check(t, out)
+					}
+				})
+			}
+			t.Run("another sandbox", func(t *testing.T) { e.otherSandbox(t, rt.name) })
+		})
+	}
+	e.noDirectTraffic(t)
+	// The credential reached the upstream (injected by the proxy) ...
+	injected := false
+	for _, r := range e.inet.Requests() {
+		for _, v := range r.Header["Authorization"] {
+			if v == "Bearer "+secretValue {
+				injected = true
+			}
+		}
+		if strings.Contains(strings.ToLower(r.RequestURI), "admin") {
+			t.Errorf("a denied path reached the upstream: %+v", r)
+		}
+	}
+	if !injected {
+		t.Errorf("the proxy never injected the credential upstream")
+	}
+	// ... and no exfiltration query reached the upstream resolver.
+	for _, q := range e.inet.Queries() {
+		if len(q) > 60 || strings.Contains(q, "q8zk2vx7") {
+			t.Errorf("exfiltration query reached the upstream resolver: %s", q)
+		}
+	}
+}
+
+func wantIn(t *testing.T, out, s string) {
+	t.Helper()
+	if !strings.Contains(out, s) {
+		t.Errorf("output lacks %q:\n%s", s, out)
+	}
+}
+
+// otherSandbox starts sandbox A listening on 0.0.0.0:8080 and checks that
+// sandbox B can reach neither A's address nor A's gateway.
+func (e *env) otherSandbox(t *testing.T, runtime string) {
+	var mu sync.Mutex
+	var ga sandbox.Gateway
+	got := make(chan struct{})
+	done := make(chan int, 1)
+	go func() {
+		code, _ := e.run(t, runtime, runOpts{services: true, onGateway: func(g sandbox.Gateway) {
+			mu.Lock()
+			ga = g
+			mu.Unlock()
+			close(got)
+		}}, "listen", "0.0.0.0:8080", "6s")
+		done <- code
+	}()
+	select {
+	case <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("sandbox A did not start")
+	}
+	time.Sleep(1500 * time.Millisecond) // let A's command start listening
+	mu.Lock()
+	a := ga
+	mu.Unlock()
+	for _, target := range []string{
+		netip.AddrPortFrom(a.Addr, 8080).String(),
+		netip.AddrPortFrom(a.Gateway, 3128).String(),
+		netip.AddrPortFrom(a.Gateway, 53).String(),
+	} {
+		e.mustFail(t, runtime, "another sandbox ("+target+")", runOpts{services: true}, "tcp", target)
+	}
+	if code := <-done; code == 0 {
+		t.Errorf("sandbox A accepted a connection")
+	}
+	_ = net.IPv4len
+}
