@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/cagent-dev/cagent/dnsfilter"
 	"github.com/cagent-dev/cagent/policy"
@@ -23,8 +24,9 @@ type stack struct {
 	long *sandbox.Long
 	gw   netip.Addr
 
-	mu  sync.Mutex
-	svc map[string]*service
+	mu     sync.Mutex
+	svc    map[string]*service
+	closed bool // set by close; a restart racing with it must not add services
 }
 
 // service is a running proxy or DNS filter and its serve loops.
@@ -34,6 +36,7 @@ type service struct {
 	ready  func() error
 	setPol func(*policy.Policy)
 	failed chan error // first unexpected serve error
+	since  time.Time
 	wg     sync.WaitGroup
 	lns    []func() error
 	addrs  []string
@@ -132,9 +135,19 @@ func (st *stack) startProxy(px *proxy.Proxy) (err error) {
 			return err
 		}
 	}
+	return st.add(s)
+}
+
+// add records a started service, unless the stack was closed meanwhile.
+func (st *stack) add(s *service) error {
 	st.mu.Lock()
-	st.svc["proxy"] = s
-	st.mu.Unlock()
+	defer st.mu.Unlock()
+	if st.closed {
+		go s.stop()
+		return errors.New("sandbox stopped")
+	}
+	s.since = time.Now()
+	st.svc[s.name] = s
 	return nil
 }
 
@@ -171,10 +184,7 @@ func (st *stack) startDNS(p *policy.Policy) (err error) {
 		}
 		s.fail(err)
 	}()
-	st.mu.Lock()
-	st.svc["dns"] = s
-	st.mu.Unlock()
-	return nil
+	return st.add(s)
 }
 
 // check reports a service's health: its serve loops run and it is ready.
@@ -191,8 +201,15 @@ func (st *stack) check(name string) error {
 		return err
 	default:
 	}
+	// Serve loops register with the server a moment after they start.
+	if time.Since(s.since) < readyGrace {
+		return nil
+	}
 	return s.ready()
 }
+
+// readyGrace is how long a new service may report "not serving yet".
+const readyGrace = 2 * time.Second
 
 // restart replaces a crashed service with a fresh one on the same gateway.
 func (st *stack) restart(name string, p *policy.Policy) error {
@@ -250,6 +267,7 @@ func (st *stack) close() {
 	st.mu.Lock()
 	svcs := st.svc
 	st.svc = map[string]*service{}
+	st.closed = true
 	st.mu.Unlock()
 	for _, s := range svcs {
 		s.stop()
