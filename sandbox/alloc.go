@@ -88,7 +88,7 @@ func allocate(dir string, pool netip.Prefix, l *lease) error {
 		}
 		if err := netsetup.Create(l.netns()); err != nil {
 			os.Remove(p)
-			if netsetup.Exists(l.netns()) {
+			if errors.Is(err, netsetup.ErrExists) {
 				continue // another state directory holds it
 			}
 			return err

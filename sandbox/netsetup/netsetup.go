@@ -84,6 +84,13 @@ func Create(name string) error {
 			if netns.Set(orig) == nil {
 				runtime.UnlockOSThread()
 			}
+			if errors.Is(err, os.ErrExist) {
+				// Someone else's namespace: never remove it.
+				errc <- fmt.Errorf("create netns %s: %w", name, ErrExists)
+				return
+			}
+			// Ours may be half made (file created, mount failed).
+			_ = Delete(name)
 			errc <- fmt.Errorf("create netns %s: %w", name, err)
 			return
 		}
@@ -92,13 +99,12 @@ func Create(name string) error {
 		if err := netns.Set(orig); err == nil {
 			runtime.UnlockOSThread()
 		}
+		if ferr != nil {
+			_ = Delete(name)
+		}
 		errc <- ferr
 	}()
-	err := <-errc
-	if err != nil {
-		_ = Delete(name)
-	}
-	return err
+	return <-errc
 }
 
 // setupInside runs in the new namespace: IPv6 off, lo up.
@@ -162,7 +168,7 @@ type Veth struct {
 	// default route is ever added.
 }
 
-// ErrExists means the host interface name is taken (by another run).
+// ErrExists means the namespace or host interface name is taken (by another run).
 var ErrExists = errors.New("interface exists")
 
 // Add creates the pair, assigns addresses and brings both ends up. The host

@@ -1,0 +1,352 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cagent-dev/cagent/internal/testutil"
+	"github.com/cagent-dev/cagent/policy"
+	"github.com/cagent-dev/cagent/sandbox/firewall"
+	"github.com/cagent-dev/cagent/sandbox/netsetup"
+	"github.com/creack/pty"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func testPolicy(t *testing.T, extra string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("t.yaml", []byte("sandbox:\n  resources: {memory: 128MiB, pids: 64}\n"+extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestValidate(t *testing.T) {
+	pol := testPolicy(t, "")
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no policy", Config{Args: []string{"true"}}, "no policy"},
+		{"no command", Config{Policy: pol}, "no command"},
+		{"unknown runtime", Config{Policy: pol, Args: []string{"true"}, Runtime: "kata"}, "unknown runtime"},
+		{"runc missing", Config{Policy: pol, Args: []string{"true"}, Runtime: "runc", RuncPath: "/nonexistent/runc"}, "apt-get install runc"},
+		{"runsc missing", Config{Policy: pol, Args: []string{"true"}, Runtime: "gvisor", RunscPath: "/nonexistent/runsc"}, "apt-get install runsc"},
+		{"workspace missing", Config{Policy: pol, Args: []string{"true"}, Runtime: "runc", RuncPath: "/bin/true", Workspace: "/nonexistent/ws"}, "workspace directory does not exist"},
+		{"terminal without a tty", Config{Policy: pol, Args: []string{"true"}, Runtime: "runc", RuncPath: "/bin/true", Terminal: true, Stdin: strings.NewReader("")}, "Terminal needs"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("defaults", func(t *testing.T) {
+		c := Config{Policy: pol, Args: []string{"true"}, RuncPath: "/bin/true", RunscPath: "/nonexistent"}
+		err := c.Validate()
+		if os.Geteuid() != 0 {
+			if !errors.Is(err, ErrNotRoot) {
+				t.Fatalf("Validate() as non-root = %v, want ErrNotRoot", err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Runtime != RuntimeRunc || c.StateDir != "/var/lib/cagent" || c.Stdout == nil || c.Logger == nil || c.Now == nil {
+			t.Errorf("defaults not filled: %+v", c)
+		}
+	})
+}
+
+// tracker records the IDs of the sandboxes a test starts.
+type tracker struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (tr *tracker) services(g Gateway) (*Services, error) {
+	tr.mu.Lock()
+	tr.ids = append(tr.ids, g.ID)
+	tr.mu.Unlock()
+	return &Services{}, nil
+}
+
+// leftovers lists what the tracked sandboxes left behind on the host.
+func (tr *tracker) leftovers(t *testing.T, state string) []string {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []string
+	tables, _ := firewall.HostTables()
+	for _, id := range tr.ids {
+		l := &lease{ID: id}
+		if netsetup.Exists(l.netns()) {
+			out = append(out, "netns "+l.netns())
+		}
+		if links, _ := netsetup.LinkNames(); contains(links, l.hostIf()) {
+			out = append(out, "link "+l.hostIf())
+		}
+		if contains(tables, id) {
+			out = append(out, "nft "+id)
+		}
+	}
+	for _, d := range []string{"leases", "bundles"} {
+		ents, _ := os.ReadDir(filepath.Join(state, "sandbox", d))
+		for _, e := range ents {
+			out = append(out, d+"/"+e.Name())
+		}
+	}
+	return out
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+func runtimesFor(t *testing.T) []string {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	testutil.RequireCommand(t, "runsc")
+	return []string{RuntimeRunc, RuntimeGVisor}
+}
+
+func TestRunExitStatusAndCleanup(t *testing.T) {
+	for _, rt := range runtimesFor(t) {
+		t.Run(rt, func(t *testing.T) {
+			state := t.TempDir()
+			tr := &tracker{}
+			ws := t.TempDir()
+			os.Chmod(ws, 0o777)
+			var out bytes.Buffer
+			code, err := Run(context.Background(), Config{Policy: testPolicy(t, "  hostname: box\n"), Runtime: rt, StateDir: state, Workspace: ws, NewServices: tr.services,
+				Args: []string{"/bin/sh", "-c", `echo out; echo err >&2; hostname; id -u; pwd; cat /etc/resolv.conf; ` +
+					`echo hi > /workspace/f; touch /usr/x 2>/dev/null && echo ROOT-WRITABLE; ` +
+					`touch /tmp/x && echo tmp-ok; read line; echo "in:$line"; exit 5`},
+				Stdin: strings.NewReader("hello\n"), Stdout: &out, Stderr: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != 5 {
+				t.Errorf("exit code %d, want 5\n%s", code, out.String())
+			}
+			s := out.String()
+			for _, want := range []string{"out\n", "err\n", "box\n", "1000\n", "/workspace\n", "nameserver 10.209.", "tmp-ok", "in:hello"} {
+				if !strings.Contains(s, want) {
+					t.Errorf("output lacks %q:\n%s", want, s)
+				}
+			}
+			if strings.Contains(s, "ROOT-WRITABLE") {
+				t.Errorf("root filesystem is writable")
+			}
+			if b, err := os.ReadFile(filepath.Join(ws, "f")); err != nil || string(b) != "hi\n" {
+				t.Errorf("workspace write: %q %v", b, err)
+			}
+			if l := tr.leftovers(t, state); len(l) != 0 || len(tr.ids) != 1 {
+				t.Errorf("left behind: %v (ids %v)", l, tr.ids)
+			}
+		})
+	}
+}
+
+// TestConcurrent runs sandboxes at once, two state directories sharing the
+// pool: every one gets its own subnet.
+func TestConcurrent(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	states := []string{t.TempDir(), t.TempDir()}
+	tr := &tracker{}
+	const n = 6
+	var wg sync.WaitGroup
+	addrs := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			code, err := Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: RuntimeRunc, StateDir: states[i%2], NewServices: tr.services,
+				Args:   []string{"/bin/sh", "-c", "cat /etc/hosts | tail -1 | cut -f1; sleep 1"},
+				Stdout: &out, Stderr: &out})
+			if err == nil && code != 0 {
+				err = fmt.Errorf("exit %d: %s", code, out.String())
+			}
+			addrs[i], errs[i] = strings.TrimSpace(out.String()), err
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("sandbox %d: %v", i, errs[i])
+			continue
+		}
+		if seen[addrs[i]] {
+			t.Errorf("address %s given twice (%v)", addrs[i], addrs)
+		}
+		seen[addrs[i]] = true
+	}
+	for _, s := range states {
+		if l := tr.leftovers(t, s); len(l) != 0 {
+			t.Errorf("left behind: %v", l)
+		}
+	}
+}
+
+func TestCancelTearsDown(t *testing.T) {
+	for _, rt := range runtimesFor(t) {
+		t.Run(rt, func(t *testing.T) {
+			state := t.TempDir()
+			tr := &tracker{}
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(time.Second, cancel)
+			start := time.Now()
+			code, err := Run(ctx, Config{Policy: testPolicy(t, ""), Runtime: rt, StateDir: state, NewServices: tr.services,
+				Args: []string{"/bin/sleep", "60"}, KillGrace: 500 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code == 0 || time.Since(start) > 15*time.Second {
+				t.Errorf("code %d after %v", code, time.Since(start))
+			}
+			if l := tr.leftovers(t, state); len(l) != 0 {
+				t.Errorf("left behind: %v", l)
+			}
+		})
+	}
+}
+
+func TestSignalForwarded(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	sigs := make(chan os.Signal, 1)
+	var out bytes.Buffer
+	time.AfterFunc(700*time.Millisecond, func() { sigs <- syscall.SIGUSR1 })
+	code, err := Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: RuntimeRunc, StateDir: t.TempDir(),
+		Args:    []string{"/bin/sh", "-c", `trap "echo got-usr1; exit 42" USR1; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done`},
+		Signals: sigs, Stdout: &out, Stderr: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 42 || !strings.Contains(out.String(), "got-usr1") {
+		t.Errorf("code %d, output %q", code, out.String())
+	}
+}
+
+// TestTerminal runs an interactive-style command on a pseudo-terminal.
+func TestTerminal(t *testing.T) {
+	for _, rt := range runtimesFor(t) {
+		t.Run(rt, func(t *testing.T) {
+			ptmx, tty, err := pty.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ptmx.Close()
+			defer tty.Close()
+			if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 33, Cols: 111}); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 4096)
+				for {
+					n, err := ptmx.Read(buf)
+					out.Write(buf[:n])
+					if err != nil {
+						return
+					}
+				}
+			}()
+			code, err := Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: rt, StateDir: t.TempDir(),
+				Args:     []string{"/bin/sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; stty size"},
+				Terminal: true, Rows: 33, Cols: 111, Stdin: tty, Stdout: tty, Stderr: tty})
+			tty.Close()
+			time.Sleep(200 * time.Millisecond)
+			ptmx.Close()
+			wg.Wait()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := out.String()
+			if code != 0 || !strings.Contains(s, "is-a-tty") || !strings.Contains(s, "33 111") {
+				t.Errorf("code %d, output %q", code, s)
+			}
+		})
+	}
+}
+
+// TestGC: a run killed with SIGKILL leaves its sandbox; gc removes it and
+// leaves live runs alone.
+func TestGC(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	state := t.TempDir()
+	// A helper process runs the sandbox, then is killed.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRun$")
+	cmd.Env = append(os.Environ(), "CAGENT_HELPER_STATE="+state)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tr := &tracker{}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ls, _ := readLeases(filepath.Join(state, "sandbox"))
+		if len(ls) == 1 {
+			if _, err := os.Stat(filepath.Join(state, "sandbox", "bundles", ls[0].ID, "config.json")); err == nil {
+				tr.ids = []string{ls[0].ID}
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	// While it runs, gc must leave it alone.
+	if ids, err := GC(context.Background(), GCConfig{StateDir: state}); err != nil || len(ids) != 0 {
+		t.Fatalf("GC of a live run removed %v (%v)", ids, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if l := tr.leftovers(t, state); len(l) < 4 {
+		t.Fatalf("nothing left after SIGKILL; the test is vacuous\n%s", out.String())
+	}
+	ids, err := GC(context.Background(), GCConfig{StateDir: state})
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("GC = %v, %v", ids, err)
+	}
+	if l := tr.leftovers(t, state); len(l) != 0 {
+		t.Errorf("left behind after gc: %v", l)
+	}
+}
+
+func TestHelperRun(t *testing.T) {
+	state := os.Getenv("CAGENT_HELPER_STATE")
+	if state == "" {
+		t.Skip("helper for TestGC")
+	}
+	Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: RuntimeRunc, StateDir: state, Args: []string{"/bin/sleep", "60"}})
+}
