@@ -86,7 +86,10 @@ func PolicyYAML(p *policy.Policy) ([]byte, error) {
 	if err := enc.Encode(jsonNumbers(m)); err != nil {
 		return nil, err
 	}
-	return b.Bytes(), enc.Close()
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // jsonNumbers turns json.Number into int64 or float64 so YAML prints them

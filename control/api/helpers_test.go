@@ -34,7 +34,7 @@ func (c *clock) Add(d time.Duration) {
 }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	st      *store.SQL
 	srv     *api.Server
 	hs      *httptest.Server
@@ -48,7 +48,7 @@ type env struct {
 
 type option func(*api.Config)
 
-func newEnv(t *testing.T, dsn string, opts ...option) *env {
+func newEnv(t testing.TB, dsn string, opts ...option) *env {
 	t.Helper()
 	e := &env{t: t, clock: &clock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}}
 	st, err := store.Open(context.Background(), dsn, e.clock.Now)
@@ -97,7 +97,7 @@ type resp struct {
 	header http.Header
 }
 
-func (r resp) json(t *testing.T) map[string]any {
+func (r resp) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -106,7 +106,7 @@ func (r resp) json(t *testing.T) map[string]any {
 	return m
 }
 
-func (r resp) items(t *testing.T) []map[string]any {
+func (r resp) items(t testing.TB) []map[string]any {
 	t.Helper()
 	var l struct{ Items []map[string]any }
 	if err := json.Unmarshal(r.body, &l); err != nil {
