@@ -265,7 +265,9 @@ func clientCommands(c *apiClient) []*cobra.Command {
 	create.Flags().StringVar(&agent, "agent", "", "agent id (agent tokens)")
 	create.Flags().DurationVar(&expires, "expires", 0, "lifetime, e.g. 720h (default: no expiry)")
 	setDisabled := func(v bool) func([]string) (string, any, error) {
-		return func(a []string) (string, any, error) { return "/tokens/" + esc(a[0]), map[string]any{"disabled": v}, nil }
+		return func(a []string) (string, any, error) {
+			return "/tokens/" + esc(a[0]), map[string]any{"disabled": v}, nil
+		}
 	}
 	tokens := group("tokens", "Manage a tenant's API tokens",
 		&cobra.Command{Use: "list", Short: "List tokens", Args: cobra.NoArgs, RunE: c.call("GET", true, fixed("/tokens"))},
