@@ -42,7 +42,7 @@ type fakeDNS struct {
 	addr    netip.AddrPort
 }
 
-func startDNS(t *testing.T) *fakeDNS {
+func startDNS(t testing.TB) *fakeDNS {
 	t.Helper()
 	f := &fakeDNS{answers: map[string][]netip.Addr{"*.test.": {netip.MustParseAddr("127.0.0.1")}}, queries: map[string]int{}, next: map[string][][]netip.Addr{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -117,7 +117,7 @@ type testPKI struct {
 	server tls.Certificate
 }
 
-func newPKI(t *testing.T) *testPKI {
+func newPKI(t testing.TB) *testPKI {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -177,7 +177,7 @@ type servers struct {
 	tlsPort    int
 }
 
-func startEcho(t *testing.T, pki *testPKI) *servers {
+func startEcho(t testing.TB, pki *testPKI) *servers {
 	t.Helper()
 	s := &servers{plain: httptest.NewServer(http.HandlerFunc(echoHandler))}
 	s.tls = httptest.NewUnstartedServer(http.HandlerFunc(echoHandler))
@@ -232,7 +232,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 
 // env is one proxy under test with its fake DNS, upstreams and clients.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	p      *Proxy
 	addr   string
 	dns    *fakeDNS
@@ -262,7 +262,7 @@ const testSecret = "sk-CAGENTTEST-7f3a9c1e5b"
 
 // newEnv starts upstreams and a proxy whose policy is yaml with {PLAIN} and
 // {TLS} replaced by the echo servers' ports.
-func newEnv(t *testing.T, yaml string, mods ...func(*Config)) *env {
+func newEnv(t testing.TB, yaml string, mods ...func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, dns: startDNS(t), pki: newPKI(t), events: &captured{}, logs: &syncBuf{}, dials: &dialLog{}, state: t.TempDir()}
 	e.echo = startEcho(t, e.pki)

@@ -21,7 +21,9 @@ import (
 )
 
 // tcpEcho is a raw TCP echo server on loopback.
-func tcpEcho(t *testing.T) int {
+func tcpEcho(t *testing.T) int { return tcpEchoTB(t) }
+
+func tcpEchoTB(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

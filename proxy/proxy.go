@@ -128,8 +128,10 @@ func New(cfg Config) (*Proxy, error) {
 		ModifyResponse: p.modifyResponse,
 		ErrorHandler:   p.proxyError,
 		BufferPool:     bufPool{&p.bufs},
-		FlushInterval:  -1,
-		ErrorLog:       errLog,
+		// 0: ReverseProxy flushes streaming responses (SSE, unknown length)
+		// on every write by itself, and batches the rest.
+		FlushInterval: 0,
+		ErrorLog:      errLog,
 	}
 	p.innerLn = newChanListener()
 	p.inner = &http.Server{
@@ -200,6 +202,9 @@ func (p *Proxy) SetPolicy(pol *policy.Policy) {
 	keys := map[string]bool{}
 	for i := range pol.Domains {
 		keys[pol.Domains[i].Domain] = true
+	}
+	for i := range pol.IPRanges {
+		keys["ip:"+pol.IPRanges[i].CIDR] = true
 	}
 	p.limiter.Forget(func(k string) bool { return keys[k] })
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/cagent-dev/cagent/policy"
+	"golang.org/x/sys/unix"
 )
 
 // helloTimeout bounds how long a client may take to send its ClientHello.
@@ -238,7 +239,7 @@ func (p *Proxy) serveTransparentTLS(c net.Conn) {
 		}
 		defer p.untrack(up)
 	}
-	p.runTunnelAfterHello(c, io.MultiReader(bytes.NewReader(raw), br), raw, st, d, intercept, up, ev, start)
+	p.runTunnelAfterHello(c, buffered(raw, br), st, d, intercept, up, ev, start)
 }
 
 // runTunnel reads the client's first bytes, checks the TLS server name
@@ -262,7 +263,7 @@ func (p *Proxy) runTunnel(client net.Conn, br *bufio.Reader, st *state, d *dest,
 			p.interceptConn(client, br, "http", d, ev, start)
 			return
 		}
-		p.pipe(client, br, up, st, d, ev, start)
+		p.pipe(client, buffered(nil, br), up, st, d, ev, start)
 		return
 	}
 	sni, raw, err := readClientHello(br)
@@ -280,15 +281,27 @@ func (p *Proxy) runTunnel(client net.Conn, br *bufio.Reader, st *state, d *dest,
 			return
 		}
 	}
-	p.runTunnelAfterHello(client, io.MultiReader(bytes.NewReader(raw), br), raw, st, d, intercept, up, ev, start)
+	p.runTunnelAfterHello(client, buffered(raw, br), st, d, intercept, up, ev, start)
 }
 
-func (p *Proxy) runTunnelAfterHello(client net.Conn, r io.Reader, raw []byte, st *state, d *dest, intercept bool, up net.Conn, ev *audit.Event, start time.Time) {
+// buffered returns prefix followed by whatever br has buffered (bytes the
+// client sent that were read from the socket but not yet relayed).
+func buffered(prefix []byte, br *bufio.Reader) []byte {
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		prefix = append(prefix, b...)
+	}
+	return prefix
+}
+
+// runTunnelAfterHello relays prefix (the ClientHello and anything after it
+// already read) and then the client connection itself.
+func (p *Proxy) runTunnelAfterHello(client net.Conn, prefix []byte, st *state, d *dest, intercept bool, up net.Conn, ev *audit.Event, start time.Time) {
 	if intercept {
-		p.interceptConn(client, r, "https", d, ev, start)
+		p.interceptConn(client, io.MultiReader(bytes.NewReader(prefix), client), "https", d, ev, start)
 		return
 	}
-	p.pipe(client, r, up, st, d, ev, start)
+	p.pipe(client, prefix, up, st, d, ev, start)
 }
 
 func (p *Proxy) tunnelRefused(ev *audit.Event, start time.Time, d *dest, dn *denial) {
@@ -325,73 +338,33 @@ func (p *Proxy) interceptConn(client net.Conn, r io.Reader, scheme string, d *de
 	p.record(ev, d.key())
 }
 
-// pipe copies both directions until both are done, charging client-to-server
-// bytes to the entry's budget and stopping the tunnel when it is spent, and
-// closing it after idle_timeout without traffic.
-func (p *Proxy) pipe(client net.Conn, r io.Reader, up net.Conn, st *state, d *dest, ev *audit.Event, start time.Time) {
+// spliceChunk is how much one kernel-side copy moves before the proxy
+// accounts for it.
+const spliceChunk = 1 << 20
+
+// pipe relays prefix and then both directions until both are done, charging
+// client-to-server bytes to the entry's budget and stopping the tunnel when
+// it is spent, and closing it after idle_timeout without traffic. Between
+// two plain TCP connections the bytes move with splice(2), never entering
+// user space.
+func (p *Proxy) pipe(client net.Conn, prefix []byte, up net.Conn, st *state, d *dest, ev *audit.Event, start time.Time) {
 	p.metrics.tunnels.Inc()
 	defer p.metrics.tunnels.Dec()
 	rs := &reqState{st: st, d: d, key: d.key(), limit: int64(st.pol.EgressLimitFor(d.entry)), enforcing: st.pol.Enforcing()}
-	idle := st.pol.Proxy.IdleTimeout.D()
-	base := time.Now()
-	var last atomic.Int64
-	var idled atomic.Bool
 	closeBoth := func() { client.Close(); up.Close() }
-	var watchdog *time.Timer
-	watchdog = time.AfterFunc(1<<62, func() {
-		since := time.Since(base) - time.Duration(last.Load())
-		if since >= idle {
-			idled.Store(true)
-			closeBoth()
-			return
-		}
-		watchdog.Reset(idle - since)
-	})
-	watchdog.Reset(idle)
-	defer watchdog.Stop()
+	act := newActivity(st.pol.Proxy.IdleTimeout.D(), closeBoth, client, up)
+	defer act.stop()
 
 	upErr := make(chan error, 1)
 	go func() {
-		bufp := p.bufs.Get().(*[]byte)
-		defer p.bufs.Put(bufp)
-		buf := *bufp
-		var err error
-		for {
-			n, rerr := r.Read(buf)
-			if n > 0 {
-				last.Store(int64(time.Since(base)))
-				if err = p.charge(rs, int64(n)); err != nil {
-					closeBoth()
-					break
-				}
-				if _, werr := up.Write(buf[:n]); werr != nil {
-					break
-				}
-			}
-			if rerr != nil {
-				break
-			}
+		err := p.copyUp(client, prefix, up, rs, act)
+		if err != nil {
+			closeBoth()
 		}
 		closeWrite(up)
 		upErr <- err
 	}()
-
-	bufp := p.bufs.Get().(*[]byte)
-	buf := *bufp
-	for {
-		n, rerr := up.Read(buf)
-		if n > 0 {
-			last.Store(int64(time.Since(base)))
-			if _, werr := client.Write(buf[:n]); werr != nil {
-				break
-			}
-			rs.bytesDown.Add(int64(n))
-		}
-		if rerr != nil {
-			break
-		}
-	}
-	p.bufs.Put(bufp)
+	p.copyDown(up, client, rs, act)
 	closeWrite(client)
 	budgetErr := <-upErr
 	closeBoth()
@@ -401,13 +374,165 @@ func (p *Proxy) pipe(client net.Conn, r io.Reader, up net.Conn, st *state, d *de
 	switch {
 	case errors.As(budgetErr, &dn):
 		ev.Decision, ev.Error, ev.Reason, ev.Rule = audit.Deny, dn.code, "the tunnel was closed: "+dn.reason, dn.rule
-	case idled.Load():
-		ev.Error, ev.Reason = "idle_timeout", fmt.Sprintf("closed after %s without traffic", idle)
+	case act.idled.Load():
+		ev.Error, ev.Reason = "idle_timeout", fmt.Sprintf("closed after %s without traffic", act.idle)
 	case rs.over && ev.Decision == audit.Allow:
 		ev.Decision, ev.Error, ev.Reason = audit.Report, codeBudget, "the egress budget would have closed this tunnel"
 	}
 	ev.DurationMS = p.clock().Sub(start).Milliseconds()
 	p.record(ev, d.key())
+}
+
+// copyUp relays client-to-server bytes. Bytes that would cross the budget
+// are not sent: near the limit it reads in user space and asks the budget
+// before writing; far from it, it splices chunks no larger than what is left.
+func (p *Proxy) copyUp(client net.Conn, prefix []byte, up net.Conn, rs *reqState, act *activity) error {
+	if len(prefix) > 0 {
+		if err := p.charge(rs, int64(len(prefix))); err != nil {
+			return err
+		}
+		if _, err := up.Write(prefix); err != nil {
+			return nil
+		}
+	}
+	ct, ut := tcpOf(client), tcpOf(up)
+	bufp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bufp)
+	buf := *bufp
+	for {
+		chunk := int64(spliceChunk)
+		if rs.enforcing && rs.limit > 0 {
+			chunk = min(chunk, rs.limit-p.budget.Used(rs.key))
+		}
+		if ct != nil && ut != nil && chunk >= int64(len(buf)) {
+			lr := io.LimitedReader{R: ct, N: chunk}
+			n, err := ut.ReadFrom(&lr)
+			if n > 0 {
+				act.touch()
+				// Within the remaining budget by construction; counted
+				// unconditionally so concurrent tunnels see it.
+				p.budget.Take(rs.key, n, 0)
+				rs.bytesUp.Add(n)
+				if !rs.enforcing && rs.limit > 0 && p.budget.Used(rs.key) > rs.limit {
+					rs.mu.Lock()
+					rs.over = true
+					rs.mu.Unlock()
+				}
+			}
+			if err != nil || n < chunk {
+				return nil // EOF or a closed connection
+			}
+			continue
+		}
+		n, rerr := client.Read(buf)
+		if n > 0 {
+			act.touch()
+			if err := p.charge(rs, int64(n)); err != nil {
+				return err
+			}
+			if _, werr := up.Write(buf[:n]); werr != nil {
+				return nil
+			}
+		}
+		if rerr != nil {
+			return nil
+		}
+	}
+}
+
+// copyDown relays server-to-client bytes (not charged to the budget).
+func (p *Proxy) copyDown(up, client net.Conn, rs *reqState, act *activity) {
+	if ct, ut := tcpOf(client), tcpOf(up); ct != nil && ut != nil {
+		for {
+			lr := io.LimitedReader{R: ut, N: spliceChunk}
+			n, err := ct.ReadFrom(&lr)
+			if n > 0 {
+				act.touch()
+				rs.bytesDown.Add(n)
+			}
+			if err != nil || n < spliceChunk {
+				return
+			}
+		}
+	}
+	bufp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := up.Read(buf)
+		if n > 0 {
+			act.touch()
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return
+			}
+			rs.bytesDown.Add(int64(n))
+		}
+		if rerr != nil {
+			return
+		}
+	}
+}
+
+func tcpOf(c net.Conn) *net.TCPConn {
+	tc, _ := c.(*net.TCPConn)
+	return tc
+}
+
+// activity closes a tunnel after idle without traffic. Traffic is seen both
+// from the copy loops (touch) and from the kernel's per-socket byte counters,
+// because a splice moving a trickle of bytes reports only when its chunk ends.
+type activity struct {
+	idle   time.Duration
+	base   time.Time
+	last   atomic.Int64 // time.Since(base) of the last traffic
+	idled  atomic.Bool
+	timer  *time.Timer
+	conns  []*net.TCPConn
+	kbytes uint64 // kernel byte counters at the last check (timer goroutine only)
+}
+
+func newActivity(idle time.Duration, onIdle func(), conns ...net.Conn) *activity {
+	a := &activity{idle: idle, base: time.Now()}
+	for _, c := range conns {
+		if tc := tcpOf(c); tc != nil {
+			a.conns = append(a.conns, tc)
+		}
+	}
+	a.kbytes = a.kernelBytes()
+	a.timer = time.AfterFunc(1<<62, func() {
+		if kb := a.kernelBytes(); kb != a.kbytes {
+			a.kbytes = kb
+			a.touch()
+		}
+		since := time.Since(a.base) - time.Duration(a.last.Load())
+		if since >= a.idle {
+			a.idled.Store(true)
+			onIdle()
+			return
+		}
+		a.timer.Reset(a.idle - since)
+	})
+	a.timer.Reset(idle)
+	return a
+}
+
+func (a *activity) touch() { a.last.Store(int64(time.Since(a.base))) }
+func (a *activity) stop()  { a.timer.Stop() }
+
+func (a *activity) kernelBytes() uint64 {
+	var total uint64
+	for _, c := range a.conns {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			continue
+		}
+		rc.Control(func(fd uintptr) {
+			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				total += info.Bytes_received + info.Bytes_acked
+			}
+		})
+	}
+	return total
 }
 
 func closeWrite(c net.Conn) {
