@@ -5,11 +5,16 @@ PKGS    ?= ./...
 # Root and namespace tests run in CI; TIMEOUT bounds the whole suite.
 TIMEOUT ?= 15m
 
-.PHONY: all build test vet fuzz bench clean
+.PHONY: all build test vet fuzz bench clean ui
 
 all: build
 
-build:
+# The admin web UI (adminui/web): npm ci, then vite builds it into
+# adminui/web/dist, which the binary embeds.
+ui:
+	cd adminui/web && npm ci --no-audit --no-fund && npm run build
+
+build: ui
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/cagent
 
 vet:
@@ -17,7 +22,7 @@ vet:
 
 # The full suite: vet, then every test (fuzz seed corpora included) under the
 # race detector. Root-only tests fail, rather than skip, when CI=true.
-test: vet
+test: ui vet
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
 
 # Short coverage-guided fuzzing of every trust-boundary parser.

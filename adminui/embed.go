@@ -61,3 +61,6 @@ func uiHandler() http.Handler {
 		files.ServeHTTP(w, r)
 	})
 }
+
+// UIBuilt reports whether the web UI was built into this binary.
+func UIBuilt() bool { return uiBuilt() }
