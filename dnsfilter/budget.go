@@ -51,6 +51,12 @@ type budgetResult struct {
 // the window is always admitted; a new one only while fewer than limit names
 // are in the window.
 func (b *budgets) admit(client, domain, name string, limit int, now time.Time) budgetResult {
+	return b.admitMark(client, domain, name, limit, now, true)
+}
+
+// admitMark is admit; with mark false a refusal leaves no trace (the fast
+// path hands refusals to the full path, which reports them).
+func (b *budgets) admitMark(client, domain, name string, limit int, now time.Time, mark bool) budgetResult {
 	if limit < 0 {
 		return budgetResult{ok: true}
 	}
@@ -72,6 +78,9 @@ func (b *budgets) admit(client, domain, name string, limit int, now time.Time) b
 		return budgetResult{ok: true, count: len(s.names)}
 	}
 	if len(s.names) >= limit {
+		if !mark {
+			return budgetResult{ok: false, count: len(s.names)}
+		}
 		first := !s.exhausted
 		s.exhausted = true
 		return budgetResult{ok: false, first: first, count: len(s.names)}

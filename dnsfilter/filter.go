@@ -13,11 +13,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/cagent-dev/cagent/audit"
@@ -117,6 +120,8 @@ type Filter struct {
 	budgets *budgets
 	limiter *ratelimit.Limiter
 	flight  singleflight.Group
+	tpl     *templates
+	fastN   atomic.Int64 // queries answered by the fast path (tests)
 	state   atomic.Pointer[state]
 
 	ctx    context.Context // cancelled by Close: aborts upstream exchanges
@@ -145,7 +150,7 @@ func New(cfg Config) (*Filter, error) {
 	if cfg.Gateway.IsValid() {
 		cfg.Gateway = cfg.Gateway.Unmap()
 	}
-	f := &Filter{cfg: cfg, log: cfg.Logger, sink: cfg.Audit, now: cfg.Clock, budgets: newBudgets(), closers: map[io.Closer]struct{}{}}
+	f := &Filter{cfg: cfg, log: cfg.Logger, sink: cfg.Audit, now: cfg.Clock, budgets: newBudgets(), tpl: newTemplates(), closers: map[io.Closer]struct{}{}}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
@@ -320,6 +325,10 @@ func (f *Filter) isClosed() bool {
 
 // ServeUDP answers queries on pc until Close (then it returns nil) or a
 // read error. pc is closed by Close.
+//
+// Readers (one per CPU) take datagrams in batches (recvmmsg on Linux),
+// answer what the fast path can in place, reply in batches (sendmmsg), and
+// hand every other query to its own goroutine, bounded by MaxInflight.
 func (f *Filter) ServeUDP(pc net.PacketConn) error {
 	if !f.track(pc) {
 		pc.Close()
@@ -327,25 +336,55 @@ func (f *Filter) ServeUDP(pc net.PacketConn) error {
 	}
 	f.wg.Add(1)
 	defer f.wg.Done()
-	udp, _ := pc.(*net.UDPConn)
+	n := max(1, runtime.GOMAXPROCS(0))
+	errc := make(chan error, n)
+	for range n {
+		go func() { errc <- f.udpReader(pc) }()
+	}
+	var first error
+	for range n {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			pc.Close() // stop the other readers
+		}
+	}
+	if f.isClosed() {
+		return nil
+	}
+	return first
+}
+
+const udpBatch = 32
+
+func (f *Filter) udpReader(pc net.PacketConn) error {
+	var batch *ipv4.PacketConn
+	if _, isUDP := pc.(*net.UDPConn); isUDP && pc.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
+		batch = ipv4.NewPacketConn(pc)
+	}
+	in := make([]ipv4.Message, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, udpReadSize)}
+	}
+	out := make([]ipv4.Message, udpBatch)
+	outBuf := make([][]byte, udpBatch)
+	for i := range out {
+		outBuf[i] = make([]byte, 0, dns.MinMsgSize)
+		out[i].Buffers = [][]byte{nil}
+	}
+	key := make([]byte, 0, 260)
+	var lastClient netip.Addr
+	var lastKey string
 	for {
-		bp := getBuf()
-		var (
-			n    int
-			from netip.AddrPort
-			addr net.Addr
-			err  error
-		)
-		if udp != nil {
-			n, from, err = udp.ReadFromUDPAddrPort(*bp)
+		var n int
+		var err error
+		if batch != nil {
+			n, err = batch.ReadBatch(in, 0)
 		} else {
-			n, addr, err = pc.ReadFrom(*bp)
-			if ua, ok := addr.(*net.UDPAddr); ok {
-				from = ua.AddrPort()
-			}
+			var addr net.Addr
+			in[0].N, addr, err = pc.ReadFrom(in[0].Buffers[0])
+			in[0].Addr, n = addr, 1
 		}
 		if err != nil {
-			putBuf(bp)
 			if f.isClosed() || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
@@ -355,31 +394,68 @@ func (f *Filter) ServeUDP(pc net.PacketConn) error {
 			}
 			return fmt.Errorf("dns: read udp: %w", err)
 		}
-		select {
-		case f.sem <- struct{}{}:
-		default:
-			putBuf(bp)
-			f.met.dropped.Inc()
-			continue
-		}
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			defer func() { <-f.sem }()
-			defer putBuf(bp)
+		w := 0
+		for i := 0; i < n; i++ {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			client := from.Addr().Unmap()
+			if client != lastClient || lastKey == "" {
+				lastClient, lastKey = client, client.String()
+			}
+			wire := m.Buffers[0][:m.N]
 			start := time.Now()
-			out := f.handle(from.Addr().Unmap(), "udp", (*bp)[:n])
-			if out == nil {
-				return
+			if r := f.fast(client, lastKey, wire, key, outBuf[w]); r != nil {
+				outBuf[w] = r
+				out[w].Buffers[0] = r
+				out[w].Addr = m.Addr
+				w++
+				f.met.queryTimeUDP.Observe(time.Since(start).Seconds())
+				continue
 			}
-			if udp != nil {
-				_, _ = udp.WriteToUDPAddrPort(out, from)
-			} else {
-				_, _ = pc.WriteTo(out, addr)
+			f.slowUDP(pc, from, m.Addr, wire)
+		}
+		for sent := 0; sent < w; {
+			if batch == nil {
+				_, _ = pc.WriteTo(out[sent].Buffers[0], out[sent].Addr)
+				sent++
+				continue
 			}
-			f.met.queryTime.WithLabelValues("udp").Observe(time.Since(start).Seconds())
-		}()
+			k, err := batch.WriteBatch(out[sent:w], 0)
+			if err != nil || k == 0 {
+				break // the client will retry
+			}
+			sent += k
+		}
 	}
+}
+
+// slowUDP answers one query on the full path in its own goroutine.
+func (f *Filter) slowUDP(pc net.PacketConn, from netip.AddrPort, addr net.Addr, wire []byte) {
+	select {
+	case f.sem <- struct{}{}:
+	default:
+		f.met.dropped.Inc()
+		return
+	}
+	bp := getBuf()
+	n := copy(*bp, wire)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer func() { <-f.sem }()
+		defer putBuf(bp)
+		start := time.Now()
+		out := f.handle(from.Addr().Unmap(), "udp", (*bp)[:n])
+		if out == nil {
+			return
+		}
+		_, _ = pc.WriteTo(out, addr)
+		f.met.queryTimeUDP.Observe(time.Since(start).Seconds())
+	}()
 }
 
 // ServeTCP answers queries on connections accepted from ln until Close
@@ -433,6 +509,12 @@ func (f *Filter) serveConn(c net.Conn) {
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		client = ta.AddrPort().Addr().Unmap()
 	}
+	clientKey := "unknown"
+	if client.IsValid() {
+		clientKey = client.String()
+	}
+	key := make([]byte, 0, 260)
+	fastBuf := make([]byte, 0, dns.MinMsgSize)
 	var hdr [2]byte
 	buf := make([]byte, 0, 512)
 	for {
@@ -452,7 +534,12 @@ func (f *Filter) serveConn(c net.Conn) {
 			return
 		}
 		start := time.Now()
-		out := f.handle(client, "tcp", buf)
+		out := f.fast(client, clientKey, buf, key, fastBuf)
+		if out != nil {
+			fastBuf = out
+		} else {
+			out = f.handle(client, "tcp", buf)
+		}
 		if out == nil {
 			return
 		}
@@ -463,7 +550,7 @@ func (f *Filter) serveConn(c net.Conn) {
 		if _, err := c.Write(msg); err != nil {
 			return
 		}
-		f.met.queryTime.WithLabelValues("tcp").Observe(time.Since(start).Seconds())
+		f.met.queryTimeTCP.Observe(time.Since(start).Seconds())
 	}
 }
 

@@ -43,6 +43,8 @@ type query struct {
 	// the client speaks EDNS0.
 	edeCode uint16
 	edeText string
+	wire    []byte    // the query as received
+	fastOK  *fastInfo // set when the answer may become a fast-path template
 }
 
 // handle answers one query in wire format. It returns the reply in wire
@@ -80,12 +82,14 @@ func (f *Filter) handle(client netip.Addr, proto string, wire []byte) []byte {
 	q.resp = new(dns.Msg)
 	q.resp.SetReply(req)
 	q.resp.RecursionAvailable = true
-	q.resp.Compress = true
 	if len(req.Question) != 1 {
 		q.resp.Question = nil
 	}
+	q.wire = wire
 	q.answer()
-	return q.finish(proto, req.IsEdns0())
+	out := q.finish(proto, req.IsEdns0())
+	q.remember(out)
+	return out
 }
 
 // refuse ends the query with rcode and an EDE (deny decision).
@@ -183,7 +187,7 @@ func (q *query) answer() {
 		return
 	}
 
-	d := p.Lookup(host)
+	d := p.LookupNormalized(host)
 	if d == nil {
 		if q.policyDeny(dns.RcodeNameError, errNotAllowed, "",
 			fmt.Sprintf("%s is not in the policy's domains; ask the operator to add it to domains: in the policy", host)) {
@@ -195,6 +199,9 @@ func (q *query) answer() {
 
 	// Types answered here, without asking upstream: nothing leaves the box.
 	gateway := p.DNS.Answer == "gateway"
+	if qtype == dns.TypeAAAA || qtype == dns.TypeHTTPS || qtype == dns.TypeSVCB || qtype == dns.TypeCNAME && gateway {
+		q.fastOK = &fastInfo{}
+	}
 	switch {
 	case qtype == dns.TypeAAAA:
 		q.allowNote(ruleOf(d), "AAAA is answered empty: sandboxes are IPv4-only")
@@ -208,8 +215,8 @@ func (q *query) answer() {
 	}
 
 	// The name will be asked upstream: charge it to the client's budget.
+	reg := policy.RegisteredDomain(host)
 	if limit := p.DNS.Tunneling.DistinctNames; limit >= 0 {
-		reg := policy.RegisteredDomain(host)
 		r := f.budgets.admit(q.clientKey(), reg, host, limit, f.now())
 		if !r.ok {
 			reason := fmt.Sprintf("more than %d distinct names under %s in the last hour (possible DNS tunnelling); names already asked for still resolve", limit, reg)
@@ -241,6 +248,7 @@ func (q *query) answer() {
 		q.ev.Error, q.ev.Reason = errUpstream, "upstream answered "+dns.RcodeToString[c.rcode]
 		return
 	}
+	q.fastOK = &fastInfo{entry: c, charge: true, reg: reg, host: host}
 	if gateway {
 		q.gatewayAnswer(c, host, qtype, d)
 	} else {
@@ -264,6 +272,7 @@ func (q *query) alias(host string, qtype uint16) {
 		return
 	}
 	q.allowNote(d.Domain, "alias of "+d.Domain)
+	q.fastOK = &fastInfo{}
 	if qtype == dns.TypeA {
 		q.resp.Answer = append(q.resp.Answer, q.gatewayRR(localTTL))
 	}
@@ -308,7 +317,7 @@ func (q *query) upstreamAnswer(c *cached, host string, qtype uint16, d *policy.D
 	allowPrivate := d != nil && d.AllowPrivate
 	for _, cn := range cnames {
 		target, err := policy.NormalizeHost(cn.Target)
-		td := p.Lookup(target)
+		td := p.LookupNormalized(target)
 		if err != nil || td == nil {
 			if q.policyDeny(dns.RcodeNameError, errNotAllowed, "",
 				fmt.Sprintf("%s is an alias (CNAME) of %s, which is not in the policy's domains; allow it too, or use dns.answer: gateway", host, strings.TrimSuffix(cn.Target, "."))) {
@@ -409,7 +418,7 @@ func sameName(owner, host string) bool {
 func (f *Filter) lookup(st *state, host string, qtype uint16) (*cached, error) {
 	k := cacheKey{host, qtype}
 	if c := f.cache.get(k, f.now()); c != nil {
-		f.met.cache.WithLabelValues("hit").Inc()
+		f.met.cacheHit.Inc()
 		return c, nil
 	}
 	f.met.cache.WithLabelValues("miss").Inc()
@@ -516,10 +525,16 @@ func (q *query) finish(proto string, opt *dns.OPT) []byte {
 	} else if resp.Rcode > 0xF {
 		resp.Rcode = dns.RcodeFormatError
 	}
+	// Compression costs a map per message; only pay it when the reply
+	// would not fit otherwise.
 	out, err := resp.Pack()
 	if err == nil && len(out) > size {
-		resp.Truncate(size)
+		resp.Compress = true
 		out, err = resp.Pack()
+		if err == nil && len(out) > size {
+			resp.Truncate(size)
+			out, err = resp.Pack()
+		}
 	}
 	if err != nil {
 		// Cannot happen with the records built here; reply SERVFAIL rather than nothing.
@@ -543,7 +558,7 @@ func (q *query) finish(proto string, opt *dns.OPT) []byte {
 	if q.req != nil && len(q.req.Question) == 1 {
 		qt = qtypeLabel(q.req.Question[0].Qtype)
 	}
-	f.met.queries.WithLabelValues(ev.Decision, code, qt).Inc()
+	f.met.countQuery(ev.Decision, code, qt)
 	return out
 }
 
@@ -574,10 +589,10 @@ func ruleOf(d *policy.Domain) string {
 
 // clientKey identifies the client for rate limits and budgets.
 func (q *query) clientKey() string {
-	if !q.client.IsValid() {
+	if q.ev.Client == "" {
 		return "unknown"
 	}
-	return q.client.String()
+	return q.ev.Client
 }
 
 // displayName is the query name for events: without the trailing dot,

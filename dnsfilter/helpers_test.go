@@ -220,7 +220,7 @@ func startFilter(t *testing.T, yaml string, opts ...opt) *harness {
 		Agent:           "agent-1",
 		Metrics:         h.reg,
 		Clock:           h.clock.Now,
-		ResolvConf:      "/nonexistent", // never the host's resolver
+		ResolvConf:      "/nonexistent",                             // never the host's resolver
 		ResolverOptions: resolver.Options{Timeout: 2 * time.Second}, // generous: the machine is shared
 	}
 	for _, o := range opts {

@@ -1,18 +1,38 @@
 package dnsfilter
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 type metrics struct {
 	queries        *prometheus.CounterVec   // decision, error, qtype
 	cache          *prometheus.CounterVec   // result: hit, miss
+	cacheHit       prometheus.Counter
+	queryTimeUDP   prometheus.Observer
+	queryTimeTCP   prometheus.Observer
 	upstreamErrors prometheus.Counter       //
 	upstreamTime   prometheus.Histogram     //
 	queryTime      *prometheus.HistogramVec // proto
 	budgetExceeded prometheus.Counter       // exhaustion episodes
 	dropped        prometheus.Counter       // datagrams dropped: overload or unparseable
 	reloads        *prometheus.CounterVec   // result: ok, error
+
+	// counters caches the queries counter per label set: the label values
+	// are few, and resolving them costs more than the increment.
+	counters sync.Map // queryLabels -> prometheus.Counter
+}
+
+type queryLabels struct{ decision, code, qtype string }
+
+func (m *metrics) countQuery(decision, code, qtype string) {
+	k := queryLabels{decision, code, qtype}
+	c, ok := m.counters.Load(k)
+	if !ok {
+		c, _ = m.counters.LoadOrStore(k, m.queries.WithLabelValues(decision, code, qtype))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 func newMetrics(reg prometheus.Registerer, cacheLen func() float64) (*metrics, error) {
@@ -52,6 +72,9 @@ func newMetrics(reg prometheus.Registerer, cacheLen func() float64) (*metrics, e
 			Help: "Policy changes applied to the filter, by result.",
 		}, []string{"result"}),
 	}
+	m.cacheHit = m.cache.WithLabelValues("hit")
+	m.queryTimeUDP = m.queryTime.WithLabelValues("udp")
+	m.queryTimeTCP = m.queryTime.WithLabelValues("tcp")
 	cols := []prometheus.Collector{m.queries, m.cache, m.upstreamErrors, m.upstreamTime, m.queryTime, m.budgetExceeded, m.dropped, m.reloads,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cagent_dns_cache_entries",

@@ -248,10 +248,12 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
 }
 
 // openAudit opens the audit sink: a hash-chained file, or stdout for "-";
-// with --log-format json, events also go to stdout.
+// with --log-format json, events also go to stdout. Events are written in
+// batches by one goroutine (see batchSink).
 func openAudit(rc RunConfig) (audit.Sink, func(), string, error) {
 	if rc.AuditLog == "-" {
-		return audit.NewWriter(rc.Stdout, "", nil), func() {}, "-", nil
+		s := newBatchSink(rc.Stdout, "")
+		return s, func() { s.Close() }, "-", nil
 	}
 	path := rc.AuditLog
 	if path == "" {
@@ -260,13 +262,13 @@ func openAudit(rc RunConfig) (audit.Sink, func(), string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, "", fmt.Errorf("audit dir: %w", err)
 	}
-	fs, err := audit.OpenFile(path)
+	fs, err := openBatchFile(path)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	var sink audit.Sink = fs
-	if rc.LogFormat == "json" {
-		sink = audit.Multi(fs, audit.NewWriter(rc.Stdout, "", nil))
+	if rc.LogFormat != "json" {
+		return fs, func() { fs.Close() }, path, nil
 	}
-	return sink, func() { fs.Close() }, path, nil
+	so := newBatchSink(rc.Stdout, "")
+	return audit.Multi(fs, so), func() { fs.Close(); so.Close() }, path, nil
 }

@@ -202,3 +202,36 @@ func TestRunConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestBatchSink(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.jsonl")
+	for round := 0; round < 2; round++ { // the second round resumes the chain
+		s, err := openBatchFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 500; i++ {
+					s.Emit(&audit.Event{Type: audit.TypeDNS, QName: "x.test"})
+				}
+			}()
+		}
+		wg.Wait()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	res, err := audit.Verify(f, "")
+	if err != nil || res.Broken != nil || res.Lines != 4000 {
+		t.Fatalf("%+v %v", res, err)
+	}
+}

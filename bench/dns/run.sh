@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# DNS benchmark: dnsperf against `cagent dns`, dnsmasq and unbound in one run,
+# all forwarding to the same local upstream (bench/dns/upstream on
+# 127.0.0.77:5300), so no query ever reaches the machine's own resolver.
+#
+#   bench/dns/run.sh            # ~20 s per peer
+#   DUR=10 LAT_DUR=5 bench/dns/run.sh
+#
+# Per peer: cached QPS (100 names, caches warmed), cached p99 latency at a
+# fixed rate, uncached QPS (every name unique), uncached p99, peak RSS.
+# Prints a table and the ratios cagent/dnsmasq and cagent/unbound.
+set -euo pipefail
+
+DUR=${DUR:-6}            # seconds of each throughput run
+LAT_DUR=${LAT_DUR:-4}    # seconds of each latency run
+LAT_QPS=${LAT_QPS:-5000} # fixed query rate of the latency runs
+OUTSTANDING=${OUTSTANDING:-64}
+
+cd "$(dirname "$0")/../.."
+need=()
+for c in dnsperf dnsmasq unbound; do command -v "$c" >/dev/null || need+=("$c"); done
+if ((${#need[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf dnsmasq unbound >/dev/null
+fi
+
+WORK=$(mktemp -d /tmp/cagent-dnsbench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=127.0.0.77
+UP_PORT=5300
+go build -o "$WORK/cagent" ./cmd/cagent
+go build -o "$WORK/upstream" ./bench/dns/upstream
+
+"$WORK/upstream" -listen "$UP:$UP_PORT" 2>"$WORK/upstream.log" &
+PIDS+=($!)
+
+# cagent dns: real answers (like the peers), no rate limit or distinct-name
+# budget (the uncached run asks for hundreds of thousands of names), audit
+# events written to a file as in production.
+cat >"$WORK/cagent.yaml" <<EOF
+dns:
+  answer: upstream
+  cache_ttl: 300
+  rate_limit: {requests_per_minute: 1000000000, burst_size: 1000000}
+  tunneling: {distinct_names_per_hour: -1}
+domains:
+  - domain: "*.bench.test"
+EOF
+"$WORK/cagent" dns --config "$WORK/cagent.yaml" --listen 127.0.0.1:5301 --admin 127.0.0.1:9301 \
+  --upstream "$UP:$UP_PORT" --state-dir "$WORK/state" 2>"$WORK/cagent.log" &
+PIDS+=($!)
+CAGENT_PID=$!
+
+dnsmasq -k --no-resolv --no-hosts --server="$UP#$UP_PORT" --listen-address=127.0.0.1 --port=5302 \
+  --bind-interfaces --cache-size=10000 --dns-forward-max=1000 --pid-file="$WORK/dnsmasq.pid" --user=root \
+  --log-facility="$WORK/dnsmasq.log" &
+PIDS+=($!)
+DNSMASQ_PID=$!
+
+cat >"$WORK/unbound.conf" <<EOF
+server:
+  interface: 127.0.0.1@5303
+  port: 5303
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  pidfile: ""
+  directory: "$WORK"
+  use-syslog: no
+  logfile: "$WORK/unbound.log"
+  verbosity: 0
+  num-threads: 2
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  module-config: "iterator"
+  local-zone: "test." nodefault
+  qname-minimisation: no
+  prefetch: no
+  minimal-responses: yes
+forward-zone:
+  name: "."
+  forward-addr: $UP@$UP_PORT
+EOF
+unbound -c "$WORK/unbound.conf" &
+PIDS+=($!)
+UNBOUND_PID=$!
+
+# Query files: 100 names for the cached runs; unique names per peer for the
+# uncached ones (so no peer's cache, nor a previous run's, ever helps).
+for i in $(seq 1 100); do echo "c$i.bench.test A"; done >"$WORK/cached.txt"
+for peer in cagent dnsmasq unbound; do
+  awk -v p="$peer" 'BEGIN { for (i = 0; i < 1000000; i++) printf "u%d-%s.bench.test A\n", i, p }' >"$WORK/uncached-$peer.txt"
+  awk -v p="$peer" 'BEGIN { for (i = 0; i < 200000; i++) printf "l%d-%s.bench.test A\n", i, p }' >"$WORK/uncached-lat-$peer.txt"
+done
+
+# Wait until each server answers.
+for port in 5301 5302 5303; do
+  for _ in $(seq 50); do
+    if echo "c1.bench.test A" | dnsperf -s 127.0.0.1 -p $port -l 1 -t 1 2>/dev/null | grep -q "Queries completed: *1 "; then break; fi
+    sleep 0.2
+  done
+done
+
+qps() { # port file
+  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DUR" -c 1 -q "$OUTSTANDING" -t 2 2>&1 | awk '/Queries per second/ { printf "%.0f", $4 }'
+}
+p99() { # port file: p99 latency in ms at LAT_QPS
+  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$LAT_DUR" -c 1 -Q "$LAT_QPS" -t 2 -v 2>/dev/null |
+    awk '/^> / { print $NF * 1000 }' | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] }'
+}
+rss() { awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+
+declare -A R
+for peer in cagent dnsmasq unbound; do
+  case $peer in
+    cagent) port=5301 pid=$CAGENT_PID ;;
+    dnsmasq) port=5302 pid=$DNSMASQ_PID ;;
+    unbound) port=5303 pid=$UNBOUND_PID ;;
+  esac
+  dnsperf -s 127.0.0.1 -p $port -d "$WORK/cached.txt" -l 1 -c 1 -q 10 >/dev/null 2>&1 # warm the cache
+  R[$peer.cqps]=$(qps $port "$WORK/cached.txt")
+  R[$peer.cp99]=$(p99 $port "$WORK/cached.txt")
+  R[$peer.uqps]=$(qps $port "$WORK/uncached-$peer.txt")
+  R[$peer.up99]=$(p99 $port "$WORK/uncached-lat-$peer.txt")
+  R[$peer.rss]=$(rss $pid)
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+echo "DNS benchmark: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); throughput runs ${DUR}s with $OUTSTANDING outstanding, latency runs ${LAT_DUR}s at $LAT_QPS qps"
+printf "%-8s %12s %14s %14s %16s %10s\n" peer "cached QPS" "cached p99 ms" "uncached QPS" "uncached p99 ms" "peak RSS MB"
+for peer in cagent dnsmasq unbound; do
+  printf "%-8s %12s %14s %14s %16s %10s\n" $peer "${R[$peer.cqps]}" "${R[$peer.cp99]}" "${R[$peer.uqps]}" "${R[$peer.up99]}" "${R[$peer.rss]}"
+done
+echo
+for peer in dnsmasq unbound; do
+  printf "cagent/%-8s cached QPS %s  uncached QPS %s  cached p99 %s  RSS %s\n" $peer \
+    "$(ratio "${R[cagent.cqps]}" "${R[$peer.cqps]}")" "$(ratio "${R[cagent.uqps]}" "${R[$peer.uqps]}")" \
+    "$(ratio "${R[cagent.cp99]}" "${R[$peer.cp99]}")" "$(ratio "${R[cagent.rss]}" "${R[$peer.rss]}")"
+done
+echo
+echo "targets: cached QPS >= dnsmasq's: $(awk -v a="${R[cagent.cqps]}" -v b="${R[dnsmasq.cqps]}" 'BEGIN { print (a >= b) ? "met" : "NOT met" }');" \
+  "cached p99 <= 1 ms: $(awk -v a="${R[cagent.cp99]}" 'BEGIN { print (a <= 1) ? "met" : "NOT met" }');" \
+  "RSS <= 20 MB: $(awk -v a="${R[cagent.rss]}" 'BEGIN { print (a <= 20) ? "met" : "NOT met" }')"
