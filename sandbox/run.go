@@ -39,10 +39,15 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		return -1, err
 	}
 	sb := &run{cfg: cfg, log: cfg.Logger}
-	defer sb.cleanup()
+	defer func() {
+		t := cfg.Now()
+		sb.cleanup()
+		sb.log.Debug("sandbox removed", "id", sb.lease.ID, "teardown", cfg.Now().Sub(t))
+	}()
 	if err := sb.setup(); err != nil {
 		return -1, err
 	}
+	sb.log.Debug("sandbox ready", "id", sb.lease.ID, "setup", cfg.Now().Sub(sb.started))
 	return sb.exec(ctx)
 }
 
@@ -93,12 +98,25 @@ func (r *run) setup() error {
 	if err := v.Add(); err != nil {
 		return fmt.Errorf("sandbox network: %w", err)
 	}
-	r.undo = append(r.undo, func() { _ = netsetup.DeleteLink(l.hostIf()) })
+	// The host table and the veth go together, concurrently: each removal
+	// waits for an RCU grace period in the kernel (10-40 ms here).
+	r.undo = append(r.undo, func() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := firewall.RemoveHost(l.ID); err != nil {
+				r.log.Warn("remove nftables table", "id", l.ID, "err", err)
+			}
+		}()
+		if err := netsetup.DeleteLink(l.hostIf()); err != nil {
+			r.log.Warn("remove veth", "link", l.hostIf(), "err", err)
+		}
+		<-done
+	})
 	ns, err := netns.GetFromName(l.netns())
 	if err != nil {
 		return err
 	}
-	r.undo = append(r.undo, func() { _ = firewall.RemoveHost(l.ID) })
 	err = firewall.Rules{ID: l.ID, HostIf: l.hostIf(), Gateway: l.Gateway, SandboxNSFd: int(ns)}.Install()
 	ns.Close()
 	if err != nil {
@@ -320,7 +338,14 @@ func (r *run) exec(ctx context.Context) (int, error) {
 	bin, global := runtimeCmd(c.Runtime, c.RuncPath, c.RunscPath, r.sbDir)
 	cmd := exec.Command(bin, append(global, "run", "--bundle", r.bundle, l.container())...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
-	r.undo = append(r.undo, func() { r.deleteContainer(bin, global) })
+	// `runtime run` removes its container when it returns; only a runtime
+	// that was killed or failed to start can leave one behind.
+	leftover := true
+	r.undo = append(r.undo, func() {
+		if leftover {
+			r.deleteContainer(bin, global)
+		}
+	})
 	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: c.Agent, Action: "start",
 		Detail: map[string]string{"id": l.ID, "runtime": c.Runtime, "address": l.Addr.String()}})
 	r.log.Info("sandbox starting", "id", l.ID, "runtime", c.Runtime, "addr", l.Addr)
@@ -350,6 +375,9 @@ loop:
 		}
 	}
 	code := exitCode(cmd.ProcessState, waitErr)
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Exited() && killTimer == nil {
+		leftover = false
+	}
 	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: c.Agent, Action: "exit",
 		Detail: map[string]string{"id": l.ID, "runtime": c.Runtime, "exit_code": strconv.Itoa(code)}})
 	r.log.Info("sandbox exited", "id", l.ID, "code", code, "duration", c.Now().Sub(r.started))

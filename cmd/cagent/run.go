@@ -62,7 +62,7 @@ the command's status. Needs root. Everything is removed on exit; after a crash,
 	f.StringArrayVar(&fl.upstreamDNS, "upstream-dns", nil, "upstream resolver for the DNS filter and the proxy, IP or IP:port (repeatable; default: the policy's dns.upstream, else /etc/resolv.conf)")
 	f.StringVar(&fl.auditLog, "audit-log", "", "audit log file (default <state-dir>/audit/run.jsonl)")
 	f.StringVar(&fl.agent, "agent", "", "agent name recorded in audit events")
-	f.BoolVarP(&fl.verbose, "verbose", "v", false, "log sandbox setup to stderr")
+	f.BoolVarP(&fl.verbose, "verbose", "v", false, "log sandbox setup and teardown (with timings) to stderr")
 	cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -70,7 +70,7 @@ the command's status. Needs root. Everything is removed on exit; after a crash,
 func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 	level := slog.LevelWarn
 	if fl.verbose {
-		level = slog.LevelInfo
+		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 	pol, err := policy.ParseFile(fl.config)
