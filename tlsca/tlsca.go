@@ -95,8 +95,16 @@ func LoadOrCreate(stateDir string, clock func() time.Time) (*CA, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tlsca: encode key: %w", err)
 		}
-		if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		created, err := createExclusive(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		if err != nil {
 			return nil, fmt.Errorf("tlsca: %w", err)
+		}
+		if !created {
+			// Another process (say `cagent ca export` during `cagent up`'s
+			// first start) won the race: use its key, so both agree.
+			if key, err = loadKey(keyPath); err != nil {
+				return nil, err
+			}
 		}
 	case err != nil:
 		return nil, err
@@ -232,8 +240,12 @@ func createCert(path string, key *ecdsa.PrivateKey, now time.Time) (*x509.Certif
 		return nil, nil, fmt.Errorf("tlsca: %w", err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(path, certPEM, 0o644); err != nil {
+	created, err := createExclusive(path, certPEM, 0o644)
+	if err != nil {
 		return nil, nil, fmt.Errorf("tlsca: %w", err)
+	}
+	if !created {
+		return loadCert(path, key)
 	}
 	return cert, certPEM, nil
 }
@@ -425,42 +437,40 @@ func readAll(f *os.File, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsyncs it and renames it into place, so a crash leaves either
-// the old or the new content, never a torn file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// createExclusive writes data to path only if path does not exist yet. The
+// content is complete on disk (written and fsynced under a temporary name)
+// before it is linked into place, so nobody ever reads a torn file. It
+// reports false when path already existed.
+func createExclusive(path string, data []byte, perm os.FileMode) (bool, error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return err
+		return false, err
 	}
 	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
+	defer os.Remove(tmp)
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
 		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
+		return false, err
 	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return nil
+	return true, nil
 }

@@ -428,3 +428,39 @@ func BenchmarkLeafMiss(b *testing.B) {
 		}
 	}
 }
+
+// TestConcurrentCreate: several processes starting at once (cagent up and
+// cagent ca export) must end up with one CA, the one on disk.
+func TestConcurrentCreate(t *testing.T) {
+	dir := t.TempDir()
+	cas := make([]*CA, 6)
+	var wg sync.WaitGroup
+	for i := range cas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ca, err := LoadOrCreate(dir, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			cas[i] = ca
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	onDisk, err := LoadOrCreate(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ca := range cas {
+		if !ca.Certificate().Equal(onDisk.Certificate()) {
+			t.Errorf("instance %d uses a CA that is not the one on disk", i)
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "ca"))
+	if len(entries) != 2 {
+		t.Errorf("ca dir holds %d entries, want ca.crt and ca.key only", len(entries))
+	}
+}
