@@ -14,6 +14,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -86,6 +88,7 @@ func ceilSecond(d time.Duration) time.Duration {
 type Tracker struct {
 	path  string
 	clock func() time.Time
+	lock  *os.File // flock held while open: one writer per file
 
 	mu       sync.Mutex
 	counters map[string]*counter
@@ -114,18 +117,41 @@ func Open(path string, clock func() time.Time) (*Tracker, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("budget: %w", err)
 	}
+	lock, err := lockFile(path + ".lock")
+	if err != nil {
+		return nil, err
+	}
 	t := &Tracker{
 		path:     path,
 		clock:    clock,
+		lock:     lock,
 		counters: make(map[string]*counter),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	if err := t.load(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	go t.flusher()
 	return t, nil
+}
+
+// lockFile takes an exclusive, non-blocking flock: two trackers writing one
+// file would each overwrite the other's counts, so the second Open fails.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("budget: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("budget: %s is in use by another tracker (another data plane on this state directory, or one not closed)", path)
+		}
+		return nil, fmt.Errorf("budget: lock %s: %w", path, err)
+	}
+	return f, nil
 }
 
 func (t *Tracker) load() error {
@@ -321,11 +347,17 @@ func (t *Tracker) flusher() {
 	}
 }
 
-// Close stops the background flusher and writes the counters one last time.
+// Close stops the background flusher, writes the counters one last time and
+// releases the file. Take and Used keep working (in memory) after Close.
 func (t *Tracker) Close() error {
-	t.once.Do(func() { close(t.stop) })
-	<-t.done
-	return t.Flush()
+	var err error
+	t.once.Do(func() {
+		close(t.stop)
+		<-t.done
+		err = t.Flush()
+		t.lock.Close() // releases the flock
+	})
+	return err
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same

@@ -197,6 +197,29 @@ func TestPersistence(t *testing.T) {
 	}
 }
 
+func TestSecondOpenRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.json")
+	clk := &fakeClock{t: t0}
+	tr, err := Open(path, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr2, err := Open(path, clk.Now); err == nil {
+		tr2.Close()
+		t.Fatal("two trackers opened one file")
+	} else if !strings.Contains(err.Error(), "in use") {
+		t.Errorf("err = %v", err)
+	}
+	tr.Take("k", 5, 0)
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr = open(t, path, clk) // released by Close
+	if tr.Used("k") != 5 {
+		t.Error("counts lost")
+	}
+}
+
 func TestBackgroundFlush(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "b.json")
 	clk := &fakeClock{t: t0}
