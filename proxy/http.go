@@ -409,7 +409,9 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil && dn.code == codeUpstream {
 		return // the client went away; nobody to answer
 	}
-	p.log.Debug("upstream error", "host", r.Host, "err", err)
+	if dn.code == codeUpstream || dn.code == codeTimeout {
+		p.log.Warn("upstream request failed", "host", r.Host, "err", err.Error())
+	}
 	host := ""
 	if rs != nil {
 		host = rs.d.auth.host

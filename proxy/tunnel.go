@@ -119,7 +119,7 @@ func (p *Proxy) handleConnect(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			dn := classifyError(err)
 			if dn.code != codeForbidden {
-				p.log.Debug("connect upstream failed", "host", a.host, "err", err)
+				p.log.Warn("connect upstream failed", "host", a.host, "err", err.Error())
 			}
 			if dn.code == codeForbidden || dn.code == codeBudget {
 				ev.Decision = audit.Deny
@@ -396,15 +396,20 @@ func (p *Proxy) copyUp(client net.Conn, prefix []byte, up net.Conn, rs *reqState
 		}
 	}
 	ct, ut := tcpOf(client), tcpOf(up)
-	bufp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bufp)
-	buf := *bufp
+	// The buffer is taken only for user-space copies, so a spliced tunnel
+	// holds none while it waits.
+	var buf []byte
+	defer func() {
+		if buf != nil {
+			p.bufs.Put(&buf)
+		}
+	}()
 	for {
 		chunk := int64(spliceChunk)
 		if rs.enforcing && rs.limit > 0 {
 			chunk = min(chunk, rs.limit-p.budget.Used(rs.key))
 		}
-		if ct != nil && ut != nil && chunk >= int64(len(buf)) {
+		if ct != nil && ut != nil && chunk >= copyBufSize {
 			lr := io.LimitedReader{R: ct, N: chunk}
 			n, err := ut.ReadFrom(&lr)
 			if n > 0 {
@@ -423,6 +428,9 @@ func (p *Proxy) copyUp(client net.Conn, prefix []byte, up net.Conn, rs *reqState
 				return nil // EOF or a closed connection
 			}
 			continue
+		}
+		if buf == nil {
+			buf = *(p.bufs.Get().(*[]byte))
 		}
 		n, rerr := client.Read(buf)
 		if n > 0 {

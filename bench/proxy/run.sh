@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Proxy benchmark: the same load, in one run, direct and through cagent,
+# squid and tinyproxy, all on loopback. Prints a table with ratios.
+#
+#   sudo bench/proxy/run.sh            # DURATION=5 by default (seconds per test)
+#
+# Needs: go, squid, tinyproxy, wrk (apt-get install -y squid tinyproxy wrk),
+# root (for the mount namespaces that give squid and tinyproxy a private
+# /etc/hosts and /etc/resolv.conf). No component ever asks the machine's
+# resolver: targets are 127.0.0.1 or *.test names answered by benchtool's own
+# DNS server on 127.0.0.1, and the peers' resolv.conf points at loopback.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DUR=${DURATION:-5}
+CONNS=${CONNS:-32}
+HOLD=${HOLD:-1000}
+for c in squid tinyproxy wrk unshare; do command -v $c >/dev/null || { echo "missing $c" >&2; exit 1; }; done
+[ "$(id -u)" = 0 ] || { echo "run as root (mount namespaces for the peers)" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)" || true
+
+W=$(mktemp -d /tmp/cagent-bench.XXXXXX)
+chmod 755 "$W"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+echo "building..." >&2
+CGO_ENABLED=0 go build -o "$W/cagent" ./cmd/cagent
+go build -o "$W/benchtool" ./bench/proxy/benchtool
+
+UP_HTTP=127.0.0.1:18080 UP_TLS=127.0.0.1:18443 UP_RAW=127.0.0.1:18099 UP_DNS=127.0.0.1:18053
+P_CAGENT=127.0.0.1:13128 P_SQUID=127.0.0.1:13129 P_TINY=127.0.0.1:13130
+
+"$W/benchtool" serve --dir "$W" --http $UP_HTTP --tls $UP_TLS --raw $UP_RAW --dns $UP_DNS > "$W/serve.out" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q ready "$W/serve.out" && break; sleep 0.1; done
+
+# Private name service for the peers.
+printf '127.0.0.1 localhost bench.test\n' > "$W/hosts"
+printf 'nameserver 127.0.0.1\n' > "$W/resolv.conf"
+chmod 644 "$W/hosts" "$W/resolv.conf"
+private_ns() { exec unshare -m sh -c "mount --bind $W/hosts /etc/hosts && mount --bind $W/resolv.conf /etc/resolv.conf && exec \"\$@\"" sh "$@"; }
+
+cat > "$W/cagent.yaml" <<YAML
+dns: {upstream: ["$UP_DNS"]}
+egress_limits: {default: 1000GiB}
+proxy: {max_tunnels: 8192, ca_bundle: "$W/ca.pem"}
+domains:
+  - domain: bench.test
+    ports: [18443]
+    allow_private: true
+    tls_intercept: true
+ip_ranges:
+  - {cidr: 127.0.0.1/32}
+YAML
+"$W/cagent" proxy --config "$W/cagent.yaml" --listen $P_CAGENT --admin 127.0.0.1:13199 \
+  --state-dir "$W/state" --audit-log "$W/audit.jsonl" > "$W/cagent.out" 2> "$W/cagent.log" &
+CAGENT_PID=$!; PIDS+=($CAGENT_PID)
+
+mkdir -p "$W/squid" && chown proxy "$W/squid"
+cat > "$W/squid.conf" <<CONF
+http_port $P_SQUID
+http_access allow all
+cache deny all
+access_log none
+cache_log $W/squid/cache.log
+pid_filename $W/squid/squid.pid
+coredump_dir $W/squid
+dns_nameservers 127.0.0.1
+hosts_file $W/hosts
+max_filedescriptors 65536
+cache_effective_user proxy
+shutdown_lifetime 0 seconds
+CONF
+private_ns squid -N -f "$W/squid.conf" > "$W/squid.out" 2>&1 &
+SQUID_PID=$!; PIDS+=($SQUID_PID)
+
+cat > "$W/tinyproxy.conf" <<CONF
+User nobody
+Group nogroup
+Port ${P_TINY##*:}
+Listen 127.0.0.1
+Timeout 600
+MaxClients 4096
+LogLevel Critical
+Allow 127.0.0.1
+DisableViaHeader Yes
+CONF
+private_ns tinyproxy -d -c "$W/tinyproxy.conf" > "$W/tinyproxy.out" 2>&1 &
+TINY_PID=$!; PIDS+=($TINY_PID)
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }
+for a in $UP_HTTP $UP_TLS $UP_RAW $P_CAGENT $P_SQUID $P_TINY; do wait_port $a; done
+sleep 1
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$1/status; }
+RSS_IDLE_CAGENT=$(rss $CAGENT_PID) RSS_IDLE_SQUID=$(rss $SQUID_PID) RSS_IDLE_TINY=$(rss $TINY_PID)
+
+"$W/cagent" ca export --state-dir "$W/state" > "$W/roots.pem"
+cat "$W/ca.pem" >> "$W/roots.pem"
+
+# --- HTTP keep-alive req/s and latency (wrk) ---
+cat > "$W/abs.lua" <<LUA
+wrk.path = "http://$UP_HTTP/"
+wrk.headers["Host"] = "$UP_HTTP"
+LUA
+wrk_run() { # name url [script]
+  local out
+  if [ -n "${3:-}" ]; then out=$(wrk -t2 -c$CONNS -d${DUR}s --latency -s "$3" "$2"); else out=$(wrk -t2 -c$CONNS -d${DUR}s --latency "$2"); fi
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  echo "$1 $rps $p50 $p99"
+}
+echo "HTTP keep-alive (wrk -c$CONNS ${DUR}s)..." >&2
+H_DIRECT=$(wrk_run direct "http://$UP_HTTP/")
+H_CAGENT=$(wrk_run cagent "http://$P_CAGENT/" "$W/abs.lua")
+H_SQUID=$(wrk_run squid "http://$P_SQUID/" "$W/abs.lua")
+H_TINY=$(wrk_run tinyproxy "http://$P_TINY/" "$W/abs.lua")
+
+bt() { "$W/benchtool" load "$@"; }
+kv() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+
+echo "CONNECT bulk download (4 tunnels, ${DUR}s)..." >&2
+C_DIRECT=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW | kv mbps)
+C_CAGENT=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps)
+C_SQUID=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_SQUID | kv mbps)
+C_TINY=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_TINY | kv mbps)
+
+echo "CONNECT round-trip latency (1 tunnel, ${DUR}s)..." >&2
+R_DIRECT=$(bt --mode connect-rtt --duration ${DUR}s --target $UP_HTTP)
+R_CAGENT=$(bt --mode connect-rtt --duration ${DUR}s --target $UP_HTTP --proxy $P_CAGENT)
+R_SQUID=$(bt --mode connect-rtt --duration ${DUR}s --target $UP_HTTP --proxy $P_SQUID)
+R_TINY=$(bt --mode connect-rtt --duration ${DUR}s --target $UP_HTTP --proxy $P_TINY)
+
+echo "HTTPS keep-alive, tunnelled and intercepted (${CONNS} conns, ${DUR}s)..." >&2
+S_DIRECT=$(bt --mode https --conns $CONNS --duration ${DUR}s --target $UP_TLS --ca "$W/roots.pem")
+S_CAGENT=$(bt --mode https --conns $CONNS --duration ${DUR}s --target $UP_TLS --ca "$W/roots.pem" --proxy $P_CAGENT)
+S_SQUID=$(bt --mode https --conns $CONNS --duration ${DUR}s --target $UP_TLS --ca "$W/roots.pem" --proxy $P_SQUID)
+S_TINY=$(bt --mode https --conns $CONNS --duration ${DUR}s --target $UP_TLS --ca "$W/roots.pem" --proxy $P_TINY)
+I_CAGENT=$(bt --mode https --conns $CONNS --duration ${DUR}s --target bench.test:18443 --ca "$W/roots.pem" --proxy $P_CAGENT)
+I_RTT_DIRECT=$(bt --mode https --conns 1 --duration ${DUR}s --target $UP_TLS --ca "$W/roots.pem")
+I_RTT_CAGENT=$(bt --mode https --conns 1 --duration ${DUR}s --target bench.test:18443 --ca "$W/roots.pem" --proxy $P_CAGENT)
+
+echo "RSS with $HOLD open tunnels..." >&2
+hold_rss() { # proxy pid
+  mkfifo "$W/fifo"
+  "$W/benchtool" load --mode hold --conns $HOLD --target $UP_RAW --proxy "$1" < "$W/fifo" > "$W/hold.out" 2>&1 &
+  local hp=$!
+  exec 9>"$W/fifo"
+  for _ in $(seq 300); do grep -q holding "$W/hold.out" 2>/dev/null && break; grep -q benchtool: "$W/hold.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  if grep -q holding "$W/hold.out"; then rss "$2"; else echo "n/a($(head -c 80 "$W/hold.out"))"; fi
+  exec 9>&-
+  wait $hp 2>/dev/null || true
+  rm -f "$W/fifo"
+}
+T_CAGENT=$(hold_rss $P_CAGENT $CAGENT_PID)
+T_SQUID=$(hold_rss $P_SQUID $SQUID_PID)
+T_TINY=$(hold_rss $P_TINY $TINY_PID)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "-"; else printf "%.2f", a/b }'; }
+f() { awk -v i="$2" '{print $i}' <<<"$1"; }
+
+echo
+echo "== Proxy benchmark $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ${DUR}s per test =="
+printf '%-34s %12s %12s %12s %12s   %s\n' "" direct cagent squid tinyproxy "cagent/direct cagent/squid cagent/tinyproxy"
+row() { printf '%-34s %12s %12s %12s %12s   %s %s %s\n' "$1" "$2" "$3" "$4" "$5" "$(ratio "$3" "$2")" "$(ratio "$3" "$4")" "$(ratio "$3" "$5")"; }
+row "HTTP keep-alive req/s" "$(f "$H_DIRECT" 2)" "$(f "$H_CAGENT" 2)" "$(f "$H_SQUID" 2)" "$(f "$H_TINY" 2)"
+printf '%-34s %12s %12s %12s %12s\n' "HTTP keep-alive p50 / p99" "$(f "$H_DIRECT" 3)/$(f "$H_DIRECT" 4)" "$(f "$H_CAGENT" 3)/$(f "$H_CAGENT" 4)" "$(f "$H_SQUID" 3)/$(f "$H_SQUID" 4)" "$(f "$H_TINY" 3)/$(f "$H_TINY" 4)"
+row "CONNECT bulk MB/s (4 tunnels)" "$C_DIRECT" "$C_CAGENT" "$C_SQUID" "$C_TINY"
+row "CONNECT req/s in 1 tunnel" "$(kv rps <<<"$R_DIRECT")" "$(kv rps <<<"$R_CAGENT")" "$(kv rps <<<"$R_SQUID")" "$(kv rps <<<"$R_TINY")"
+printf '%-34s %12s %12s %12s %12s\n' "CONNECT p50 us (added vs direct)" "$(kv p50_us <<<"$R_DIRECT")" \
+  "$(kv p50_us <<<"$R_CAGENT") (+$(awk -v a="$(kv p50_us <<<"$R_CAGENT")" -v b="$(kv p50_us <<<"$R_DIRECT")" 'BEGIN{printf "%.0f", a-b}'))" \
+  "$(kv p50_us <<<"$R_SQUID")" "$(kv p50_us <<<"$R_TINY")"
+row "HTTPS tunnelled req/s" "$(kv rps <<<"$S_DIRECT")" "$(kv rps <<<"$S_CAGENT")" "$(kv rps <<<"$S_SQUID")" "$(kv rps <<<"$S_TINY")"
+row "HTTPS intercepted req/s" "$(kv rps <<<"$S_DIRECT")" "$(kv rps <<<"$I_CAGENT")" "-" "-"
+printf '%-34s %12s %12s\n' "HTTPS intercepted p50 us, 1 conn" "$(kv p50_us <<<"$I_RTT_DIRECT")" \
+  "$(kv p50_us <<<"$I_RTT_CAGENT") (+$(awk -v a="$(kv p50_us <<<"$I_RTT_CAGENT")" -v b="$(kv p50_us <<<"$I_RTT_DIRECT")" 'BEGIN{printf "%.0f", a-b}'))"
+printf '%-34s %12s %12s %12s %12s\n' "RSS MiB idle" "-" "$RSS_IDLE_CAGENT" "$RSS_IDLE_SQUID" "$RSS_IDLE_TINY"
+printf '%-34s %12s %12s %12s %12s\n' "RSS MiB with $HOLD tunnels" "-" "$T_CAGENT" "$T_SQUID" "$T_TINY"
