@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cagent-dev/cagent/policy"
@@ -45,6 +46,7 @@ type Resolver struct {
 type fileEntry struct {
 	mod   time.Time
 	size  int64
+	inode uint64
 	value string
 }
 
@@ -135,7 +137,8 @@ func (r *Resolver) env(name string) (string, error) {
 // file reads path, re-reading it only when its mtime or size changed, so a
 // rotated key file takes effect on the next request.
 func (r *Resolver) file(path string) (string, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO at path must not hang the request forever.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err // *PathError: names the path, holds no content
 	}
@@ -147,10 +150,14 @@ func (r *Resolver) file(path string) (string, error) {
 	if !st.Mode().IsRegular() {
 		return "", errors.New("is not a regular file")
 	}
+	var inode uint64
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		inode = sys.Ino
+	}
 	r.mu.Lock()
 	e, ok := r.files[path]
 	r.mu.Unlock()
-	if ok && e.mod.Equal(st.ModTime()) && e.size == st.Size() {
+	if ok && e.mod.Equal(st.ModTime()) && e.size == st.Size() && e.inode == inode {
 		return e.value, nil
 	}
 	b, err := io.ReadAll(io.LimitReader(f, MaxValueBytes+3))
@@ -166,7 +173,7 @@ func (r *Resolver) file(path string) (string, error) {
 	if r.files == nil {
 		r.files = make(map[string]fileEntry)
 	}
-	r.files[path] = fileEntry{mod: st.ModTime(), size: st.Size(), value: v}
+	r.files[path] = fileEntry{mod: st.ModTime(), size: st.Size(), inode: inode, value: v}
 	r.mu.Unlock()
 	return v, nil
 }

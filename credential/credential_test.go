@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,10 +174,45 @@ func TestFileRotation(t *testing.T) {
 	if v, err := r.HeaderValue(context.Background(), c); err != nil || v != "third-value" {
 		t.Fatalf("after rename got %q, %v", v, err)
 	}
+	// Replaced by rename with the same size and mtime: the inode tells.
+	st, _ := os.Stat(p)
+	writeFile(t, tmp, "forth-value")
+	os.Chtimes(tmp, st.ModTime(), st.ModTime())
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.HeaderValue(context.Background(), c); err != nil || v != "forth-value" {
+		t.Fatalf("after same-size rename got %q, %v", v, err)
+	}
 	// Removed: an error, not the stale cached value.
 	os.Remove(p)
 	if v, err := r.HeaderValue(context.Background(), c); err == nil {
 		t.Fatalf("removed file still yields %q", v)
+	}
+}
+
+func TestFIFODoesNotHang(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Skip(err)
+	}
+	var r credential.Resolver
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.HeaderValue(context.Background(), &policy.Credential{Header: "X", File: p})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("err = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Unblock the opener so the goroutine ends.
+		if f, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("reading a FIFO credential hangs")
 	}
 }
 
