@@ -93,8 +93,7 @@ func TestSeedFormat(t *testing.T) {
 }
 
 // TestEveryKey sets every key and checks where its value lands.
-func TestEveryKey(t *testing.T) {
-	src := `
+const everyKeyPolicy = `
 version: 1
 mode: connected
 enforcement: report
@@ -158,7 +157,9 @@ audit:
   retention: 168h
   max_size: 16MiB
 `
-	p := mustParse(t, src)
+
+func TestEveryKey(t *testing.T) {
+	p := mustParse(t, everyKeyPolicy)
 	d := p.Lookup("api.example.com")
 	checks := []struct {
 		name      string
@@ -259,41 +260,44 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// validSnippets are policies the parser must accept (and the schema too).
+var validSnippets = []string{
+	"dns: {cache_ttl: 0}",
+	"dns: {cache_ttl: \"300\"}",
+	"dns: {cache_ttl: 1h30m}",
+	"egress_limits: {default: 1048576}",
+	"egress_limits: {default: 10MB}",
+	"egress_limits: {default: 1.5GiB}",
+	"egress_limits: {default: 512k}",
+	"egress_limits: {default: 10 mib}",
+	"sandbox: {resources: {memory: 1G}}",
+	"rate_limits: {default: {requests_per_minute: 0.5}}",
+	"domains: [{domain: xn--bcher-kva.de}]",
+	"domains: [{domain: \"*.xn--bcher-kva.de\"}]",
+	"domains: [{domain: \"*.example.co.uk\"}]",
+	"domains: [{domain: _dmarc.example.com}]",
+	"domains: [{domain: a.example.com}, {domain: \"*.a.example.com\"}, {domain: \"*.example.com\"}]",
+	"domains: [{domain: example.com, enabled: false}, {domain: other.com, enabled: false}]",
+	"domains: [{domain: a.com, alias: x1}, {domain: b.com, alias: x-2}]",
+	"domains: [{domain: a.com, ports: [1, 65535]}]",
+	"domains: [{domain: a.com, allowed_paths: [\"/\", \"/*\", \"/a/b\", \"/a/\", \"/a%20b/*\"]}]",
+	"domains: [{domain: a.com, credential: {header: Authorization, format: \"Basic\\t{value}\", env: K}}]",
+	"ip_ranges: [{cidr: 0.0.0.0/0}, {cidr: \"::/0\"}, {cidr: \"fe80::1\"}]",
+	"sandbox: {user: \"0:0\"}",
+	"sandbox: {runtime: gvisor}",
+	"admin: {listen: \"[::1]:9000\"}",
+	"admin: {listen: \"127.0.0.1:0\"}",
+	"control_plane: {url: http://127.0.0.1:8080}",
+	"mode: connected\ncontrol_plane: {url: https://cp.example}",
+	"dns: {upstream: [\"127.0.0.1:53\"]}",
+	// YAML features: anchors, aliases and merge keys.
+	"rate_limits: {default: &rl {requests_per_minute: 10}}\ndomains: [{domain: a.com, rate_limit: *rl}]",
+	"domains:\n  - &base {domain: a.com, read_only: true, timeout: 5s}\n  - <<: *base\n    domain: b.com\n",
+	"domains:\n  - &x {domain: a.com}\n  - &y {domain: b.com, read_only: true}\n  - <<: [*y, *x]\n    domain: c.com\n",
+}
+
 func TestValidValues(t *testing.T) {
-	for _, src := range []string{
-		"dns: {cache_ttl: 0}",
-		"dns: {cache_ttl: \"300\"}",
-		"dns: {cache_ttl: 1h30m}",
-		"egress_limits: {default: 1048576}",
-		"egress_limits: {default: 10MB}",
-		"egress_limits: {default: 1.5GiB}",
-		"egress_limits: {default: 512k}",
-		"egress_limits: {default: 10 mib}",
-		"sandbox: {resources: {memory: 1G}}",
-		"rate_limits: {default: {requests_per_minute: 0.5}}",
-		"domains: [{domain: xn--bcher-kva.de}]",
-		"domains: [{domain: \"*.xn--bcher-kva.de\"}]",
-		"domains: [{domain: \"*.example.co.uk\"}]",
-		"domains: [{domain: _dmarc.example.com}]",
-		"domains: [{domain: a.example.com}, {domain: \"*.a.example.com\"}, {domain: \"*.example.com\"}]",
-		"domains: [{domain: example.com, enabled: false}, {domain: other.com, enabled: false}]",
-		"domains: [{domain: a.com, alias: x1}, {domain: b.com, alias: x-2}]",
-		"domains: [{domain: a.com, ports: [1, 65535]}]",
-		"domains: [{domain: a.com, allowed_paths: [\"/\", \"/*\", \"/a/b\", \"/a/\", \"/a%20b/*\"]}]",
-		"domains: [{domain: a.com, credential: {header: Authorization, format: \"Basic\\t{value}\", env: K}}]",
-		"ip_ranges: [{cidr: 0.0.0.0/0}, {cidr: \"::/0\"}, {cidr: \"fe80::1\"}]",
-		"sandbox: {user: \"0:0\"}",
-		"sandbox: {runtime: gvisor}",
-		"admin: {listen: \"[::1]:9000\"}",
-		"admin: {listen: \"127.0.0.1:0\"}",
-		"control_plane: {url: http://127.0.0.1:8080}",
-		"mode: connected\ncontrol_plane: {url: https://cp.example}",
-		"dns: {upstream: [\"127.0.0.1:53\"]}",
-		// YAML features: anchors, aliases and merge keys.
-		"rate_limits: {default: &rl {requests_per_minute: 10}}\ndomains: [{domain: a.com, rate_limit: *rl}]",
-		"domains:\n  - &base {domain: a.com, read_only: true, timeout: 5s}\n  - <<: *base\n    domain: b.com\n",
-		"domains:\n  - &x {domain: a.com}\n  - &y {domain: b.com, read_only: true}\n  - <<: [*y, *x]\n    domain: c.com\n",
-	} {
+	for _, src := range validSnippets {
 		t.Run(src, func(t *testing.T) { mustParse(t, src) })
 	}
 }
@@ -427,12 +431,12 @@ func TestErrors(t *testing.T) {
 		{"alias domain", "domains: [{domain: x.devbox.local}]\n", []wantErr{{1, 20, `names under devbox.local are aliases`}}},
 
 		// Duplicates, in every spelling.
-		{"duplicate domain", "domains:\n  - domain: a.com\n  - domain: a.com\n", []wantErr{{3, 13, `duplicate domain "a.com" (already listed at domains[0])`}}},
+		{"duplicate domain", "domains:\n  - domain: a.com\n  - domain: a.com\n", []wantErr{{3, 13, `duplicate domain "a.com" (already listed at domains[0], line 2)`}}},
 		{"duplicate domain case", "domains:\n  - domain: A.com\n  - domain: a.COM\n", []wantErr{{3, 13, `duplicate domain "a.com"`}}},
 		{"duplicate domain trailing dot", "domains:\n  - domain: a.com.\n  - domain: a.com\n", []wantErr{{3, 13, `duplicate domain "a.com"`}}},
 		{"duplicate wildcard", "domains:\n  - domain: \"*.a.com\"\n  - domain: \"*.A.com.\"\n", []wantErr{{3, 13, `duplicate domain "*.a.com"`}}},
 		{"duplicate even if disabled", "domains:\n  - domain: a.com\n    enabled: false\n  - domain: a.com\n", []wantErr{{4, 13, `duplicate domain`}}},
-		{"colliding aliases", "domains:\n  - domain: a.com\n    alias: x\n  - domain: b.com\n    alias: x\n", []wantErr{{5, 12, `domains[1].alias: alias "x" collides with the one at domains[0]`}}},
+		{"colliding aliases", "domains:\n  - domain: a.com\n    alias: x\n  - domain: b.com\n    alias: x\n", []wantErr{{5, 12, `domains[1].alias: alias "x" collides with the one at domains[0], line 3`}}},
 		{"bad alias", "domains: [{domain: a.com, alias: My_Alias}]\n", []wantErr{{1, 34, `invalid alias "My_Alias"`}}},
 		{"alias with dot", "domains: [{domain: a.com, alias: a.b}]\n", []wantErr{{1, 34, `one DNS label`}}},
 		{"alias on wildcard", "domains: [{domain: \"*.a.com\", alias: x}]\n", []wantErr{{1, 38, `a wildcard domain cannot have an alias`}}},
@@ -456,9 +460,9 @@ func TestErrors(t *testing.T) {
 		{"IPv6 subnet pool", "sandbox: {subnet_pool: \"fd00::/64\"}\n", []wantErr{{1, 24, `invalid subnet pool`}}},
 
 		// Credentials.
-		{"credential without source", "domains:\n  - domain: a.com\n    credential:\n      header: Authorization\n", []wantErr{{4, 7, `domains[0].credential: set exactly one of env, file or secret`}}},
-		{"credential with two sources", "domains:\n  - domain: a.com\n    credential: {header: X, env: K, file: /k}\n", []wantErr{{3, 17, `set exactly one of env, file or secret`}}},
-		{"credential with three sources", "domains: [{domain: a.com, credential: {header: X, env: K, file: /k, secret: s}}]\n", []wantErr{{1, 39, `set exactly one`}}},
+		{"credential without source", "domains:\n  - domain: a.com\n    credential:\n      header: Authorization\n", []wantErr{{4, 7, `domains[0].credential: set exactly one of env, file or secret (none is set)`}}},
+		{"credential with two sources", "domains:\n  - domain: a.com\n    credential: {header: X, env: K, file: /k}\n", []wantErr{{3, 17, `set exactly one of env, file or secret (env and file are set)`}}},
+		{"credential with three sources", "domains: [{domain: a.com, credential: {header: X, env: K, file: /k, secret: s}}]\n", []wantErr{{1, 39, `set exactly one of env, file or secret (env and file and secret are set)`}}},
 		{"credential without header", "domains: [{domain: a.com, credential: {env: K}}]\n", []wantErr{{1, 39, `credential.header: header is required`}}},
 		{"credential bad header", "domains: [{domain: a.com, credential: {header: \"X Key\", env: K}}]\n", []wantErr{{1, 48, `invalid header name "X Key"`}}},
 		{"credential forbidden header", "domains: [{domain: a.com, credential: {header: Proxy-Authorization, env: K}}]\n", []wantErr{{1, 48, `cannot carry a credential`}}},

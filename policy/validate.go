@@ -66,6 +66,15 @@ func (v *validator) errorf(path, format string, args ...any) {
 	v.errs = append(v.errs, e)
 }
 
+// where names a field for "already listed at ..." messages: its path, and its
+// line when the policy came from a file.
+func (v *validator) where(path, field string) string {
+	if pos, ok := v.p.pos[path+"."+field]; ok {
+		return fmt.Sprintf("%s, line %d", path, pos.Line)
+	}
+	return path
+}
+
 func parentPath(p string) string {
 	i := strings.LastIndexAny(p, ".[")
 	if i < 0 {
@@ -211,7 +220,7 @@ func (v *validator) domains() {
 		}
 		d.Domain = name
 		if prev, dup := seen[name]; dup {
-			v.errorf(path+".domain", "duplicate domain %q (already listed at %s)", name, prev)
+			v.errorf(path+".domain", "duplicate domain %q (already listed at %s)", name, v.where(prev, "domain"))
 		} else {
 			seen[name] = path
 		}
@@ -221,7 +230,7 @@ func (v *validator) domains() {
 			} else if strings.HasPrefix(name, "*.") {
 				v.errorf(path+".alias", "a wildcard domain cannot have an alias: the alias needs one real host to go to")
 			} else if prev, dup := aliases[d.Alias]; dup {
-				v.errorf(path+".alias", "alias %q collides with the one at %s", d.Alias, prev)
+				v.errorf(path+".alias", "alias %q collides with the one at %s", d.Alias, v.where(prev, "alias"))
 			} else {
 				aliases[d.Alias] = path
 			}
@@ -285,14 +294,18 @@ func (v *validator) credential(path string, c *Credential) {
 	if strings.ContainsFunc(c.Format, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
 		v.errorf(path+".format", "format must be one line without control characters")
 	}
-	n := 0
-	for _, s := range []string{c.Env, c.File, c.Secret} {
-		if s != "" {
-			n++
+	var set []string
+	for _, src := range []struct{ name, val string }{{"env", c.Env}, {"file", c.File}, {"secret", c.Secret}} {
+		if src.val != "" {
+			set = append(set, src.name)
 		}
 	}
-	if n != 1 {
-		v.errorf(path, "set exactly one of env, file or secret")
+	switch len(set) {
+	case 0:
+		v.errorf(path, "set exactly one of env, file or secret (none is set)")
+	case 1:
+	default:
+		v.errorf(path, "set exactly one of env, file or secret (%s are set)", strings.Join(set, " and "))
 	}
 }
 
