@@ -1,6 +1,14 @@
 // Package budget enforces egress byte budgets: bytes sent upstream per key
 // (a policy domain) per rolling hour. Counters are persisted, so restarting
 // the data plane does not hand an agent a fresh budget.
+//
+// Each key has a ring of one-minute buckets. A byte counts from the moment it
+// is taken until the end of the minute an hour later (60 to 61 minutes), so
+// no 60-minute period ever sees more than the limit. The file is JSON,
+// {"version":1,"keys":{KEY:[[UNIX_MINUTE,BYTES],...]}}, written atomically
+// (mode 0600) at most once a second when something changed, and on Close. A
+// corrupt file stops Open rather than resetting every budget, and a lock
+// file beside it (PATH.lock) keeps a second tracker from overwriting it.
 package budget
 
 import (

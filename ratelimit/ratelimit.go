@@ -1,5 +1,10 @@
 // Package ratelimit keeps per-key token buckets (per policy domain for the
 // proxy, per client for the DNS filter) with an injectable clock.
+//
+// Memory stays bounded: a bucket that has refilled is indistinguishable from a
+// new one, so idle full buckets are dropped by a sweep (every minute, or when
+// the map doubles), and a hard cap (DefaultMaxKeys) drops arbitrary buckets
+// if that is still not enough.
 package ratelimit
 
 import (

@@ -2,6 +2,16 @@
 // data planes (`cagent secret set NAME`). Values are sealed with AES-256-GCM
 // under a key kept beside them (mode 0600); each entry's name is bound as
 // additional data, so entries cannot be swapped between names.
+//
+// Layout under <state-dir>/secrets (directory 0700):
+//
+//	key           32 random bytes, 0600; Open refuses it if group or others can read it
+//	secrets.json  {"version":1,"secrets":{NAME:{"nonce":B64,"ciphertext":B64}}}, 0600
+//	lock          flock taken by writers, so `cagent secret set` and a running
+//	              data plane never lose each other's updates
+//
+// Readers notice a changed secrets.json (mtime, size, inode) on the next
+// lookup, so a secret set from the command line takes effect without a restart.
 package secretstore
 
 import (

@@ -1,6 +1,13 @@
 // Package tlsca is the data plane's TLS interception CA: one ECDSA P-256 CA
 // generated per data plane and kept in the state directory, and a bounded
 // cache of leaf certificates minted on demand for intercepted hosts.
+//
+// Files: <state-dir>/ca/ (0700) holds ca.crt (0644, what agents trust; `cagent
+// ca export` prints it) and ca.key (0600; refused if group or others can read
+// it). The CA has no name constraints, since agents may reach any allowed
+// host; the policy check before Leaf is what limits which names get a leaf.
+// Leaves are valid for 7 days from an hour ago, with their own P-256 key, and
+// are replaced a day before they expire.
 package tlsca
 
 import (
