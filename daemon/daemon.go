@@ -274,43 +274,56 @@ func (d *Daemon) reconcile(ctx context.Context) {
 		d.bringUp(ctx)
 		return
 	}
-	// Health: the sandbox first; without it nothing else matters.
+	// Health: the sandbox first; without it nothing else matters. Every
+	// state change checks that st is still the current stack: Stop, Wipe
+	// or Restart may have replaced it while we were checking.
 	if err := st.long.Healthy(); err != nil {
-		d.log.Warn("sandbox crashed; recreating it", "err", err)
-		d.sink.Emit(&audit.Event{TS: d.cfg.Now(), Type: audit.TypeSandbox, Agent: d.cfg.Agent, Action: "crash", Reason: err.Error()})
 		d.mu.Lock()
-		if d.stack == st {
-			d.stack = nil
+		if d.stack != st {
+			d.mu.Unlock()
+			return
 		}
+		d.stack = nil
 		d.comp["sandbox"].Restarts++
 		d.setState("sandbox", adminui.StateCrashed, false, "restarting", err.Error())
 		d.mu.Unlock()
+		d.log.Warn("sandbox crashed; recreating it", "err", err)
+		d.sink.Emit(&audit.Event{TS: d.cfg.Now(), Type: audit.TypeSandbox, Agent: d.cfg.Agent, Action: "crash", Reason: err.Error()})
 		st.close()
 		d.poke()
 		return
 	}
 	d.mu.Lock()
+	if d.stack != st {
+		d.mu.Unlock()
+		return
+	}
 	d.setState("sandbox", adminui.StateRunning, true, "", "")
 	d.comp["sandbox"].Info = st.info()
 	d.mu.Unlock()
 	for _, name := range []string{"proxy", "dns"} {
 		err := st.check(name)
+		d.mu.Lock()
+		if d.stack != st {
+			d.mu.Unlock()
+			return
+		}
 		if err == nil {
-			d.mu.Lock()
 			d.setState(name, adminui.StateRunning, true, "", "")
 			d.comp[name].Info = st.serviceInfo(name)
 			d.mu.Unlock()
 			continue
 		}
-		d.log.Warn("component unhealthy; restarting it", "component", name, "err", err)
-		d.sink.Emit(&audit.Event{TS: d.cfg.Now(), Type: audit.TypeSandbox, Agent: d.cfg.Agent, Action: name + "_crash", Reason: err.Error()})
-		d.mu.Lock()
 		d.comp[name].Restarts++
 		d.setState(name, adminui.StateCrashed, false, "restarting", err.Error())
 		d.mu.Unlock()
+		d.log.Warn("component unhealthy; restarting it", "component", name, "err", err)
+		d.sink.Emit(&audit.Event{TS: d.cfg.Now(), Type: audit.TypeSandbox, Agent: d.cfg.Agent, Action: name + "_crash", Reason: err.Error()})
 		if rerr := st.restart(name, d.watcher.Current()); rerr != nil {
 			d.mu.Lock()
-			d.setState(name, adminui.StateCrashed, false, "restart failed; retrying", rerr.Error())
+			if d.stack == st {
+				d.setState(name, adminui.StateCrashed, false, "restart failed; retrying", rerr.Error())
+			}
 			d.mu.Unlock()
 		}
 	}

@@ -1,0 +1,224 @@
+package daemon
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cagent-dev/cagent/adminui"
+	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/internal/testutil"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+)
+
+// artifactsDir is where the browser tests leave their screenshots: the
+// repository's gitignored testdata-artifacts/ (CAGENT_ARTIFACTS overrides).
+func artifactsDir(t *testing.T) string {
+	dir := os.Getenv("CAGENT_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "testdata-artifacts", "screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// browser starts Debian's chromium, headless, with a fresh profile and no
+// background traffic; hostnames other than the loopback test server's are
+// made unresolvable, so the browser cannot reach the machine's resolver.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := testutil.RequireCommand(t, "chromium")
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-features", "Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider"),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("mute-audio", true),
+		chromedp.WindowSize(1400, 900),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	// Start the browser without a deadline (a deadline on the first run
+	// would bound the browser's whole life).
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// typeLine types a line into the visible terminal tab. SendKeys would send
+// each character twice to xterm.js (key and char events), so the text is
+// inserted as IME input and Enter is a bare key press.
+func typeLine(line string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		sel := chromedp.CSS(".term-pane:not([style*='none']) .xterm-helper-textarea")
+		if err := chromedp.Do(ctx, chromedp.Focus(sel)); err != nil {
+			return chromedp.Void{}, err
+		}
+		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: line}); err != nil {
+			return chromedp.Void{}, err
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+				Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
+			}); err != nil {
+				return chromedp.Void{}, err
+			}
+		}
+		return chromedp.Void{}, nil
+	}
+}
+
+func TestBrowserAdminUI(t *testing.T) {
+	if !adminui.UIBuilt() {
+		if testutil.InCI() {
+			t.Fatal("the web UI is not built: `make ui` must run before the tests")
+		}
+		t.Skip("web UI not built (make ui)")
+	}
+	f := newFixture(t)
+	tok, err := adminui.RotateToken(filepath.Join(f.dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(f.d.Handler())
+	t.Cleanup(srv.Close)
+	bctx := browser(t)
+	ctx, cancel := context.WithTimeout(bctx, 3*time.Minute)
+	defer cancel()
+	shots := artifactsDir(t)
+	shot := func(name string) {
+		t.Helper()
+		time.Sleep(300 * time.Millisecond) // let the page settle
+		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	waitJS := func(what, expr string) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+	}
+
+	clear := func(sel string) chromedp.Action[chromedp.Void] {
+		return chromedp.Evaluate[chromedp.Void](`(() => { const e = document.querySelector(` + "`" + sel + "`" + `); e.value = ''; e.dispatchEvent(new Event('input')); })()`)
+	}
+
+	// Log in: a wrong token is refused, the right one opens the dashboard.
+	do("open", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("token")))
+	shot("login")
+	do("wrong token", chromedp.SendKeys(chromedp.ID("token"), "cagent_admin_wrong"), chromedp.Click(chromedp.ID("login")))
+	waitJS("login error", `document.querySelector('#login-error').textContent.includes('wrong admin token')`)
+	do("login", clear("#token"), chromedp.SendKeys(chromedp.ID("token"), tok), chromedp.Click(chromedp.ID("login")))
+	waitJS("dashboard", `!!document.querySelector('#component-sandbox .badge.running') && !!document.querySelector('#component-proxy .badge.ok')`)
+	shot("dashboard")
+
+	// Add a domain in the structured editor.
+	do("config page", chromedp.Navigate(srv.URL+"/#/config"), chromedp.WaitVisible(chromedp.ID("add-domain")))
+	do("add domain", chromedp.Click(chromedp.ID("add-domain")),
+		chromedp.SendKeys(chromedp.CSS(`#domains .domain:last-child input[data-field="domain"]`), "api.test"),
+		chromedp.Click(chromedp.CSS(`#domains .domain:last-child input[data-field="allow_private"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#domains .domain:last-child input[data-field="timeout"]`), "forever"),
+		chromedp.Click(chromedp.ID("save-domains")))
+	// An invalid value is shown on its entry and nothing is saved.
+	waitJS("inline error", `(document.querySelector('#domains .domain:last-child [data-errors]')||{}).textContent?.includes('timeout')`)
+	if f.d.Policy().Lookup("api.test") != nil {
+		t.Fatal("invalid domain entry was applied")
+	}
+	shot("config-domain-error")
+	do("fix timeout", clear(`#domains .domain:last-child input[data-field="timeout"]`),
+		chromedp.SendKeys(chromedp.CSS(`#domains .domain:last-child input[data-field="timeout"]`), "30s"),
+		chromedp.Click(chromedp.ID("save-domains")), chromedp.WaitVisible(chromedp.ID("save-ok")))
+	if d := f.d.Policy().Lookup("api.test"); d == nil || !d.AllowPrivate {
+		t.Fatalf("domain not applied: %+v", d)
+	}
+	shot("config-domains")
+
+	// The YAML editor shows errors with their line and column.
+	do("yaml tab", chromedp.Click(chromedp.ID("tab-yaml")), chromedp.WaitVisible(chromedp.ID("yaml")))
+	do("bad yaml", chromedp.Evaluate[chromedp.Void](`(() => { const t = document.querySelector('#yaml'); t.value = t.value.replace('domains:', 'enforcement: sometimes\ndomains:'); t.dispatchEvent(new Event('input')); })()`),
+		chromedp.Click(chromedp.ID("validate-yaml")))
+	waitJS("yaml error", `/^3:14: enforcement: invalid value/.test((document.querySelector('#config-errors li')||{}).textContent||'')`)
+	shot("config-yaml-error")
+
+	// An agent's request appears in the live log.
+	do("logs page", chromedp.Navigate(srv.URL+"/#/logs"), chromedp.WaitVisible(chromedp.ID("log-rows")))
+	time.Sleep(300 * time.Millisecond) // the live tail connects
+	if got := f.curl("http://api.test/from-agent"); got != "200" {
+		t.Fatalf("agent request: %s", got)
+	}
+	if got := f.curl("http://other.test/blocked"); got != "403" {
+		t.Fatalf("blocked request: %s", got)
+	}
+	waitJS("live log row", `[...document.querySelectorAll('#log-rows tr[data-domain="api.test"]')].some(r => r.textContent.includes('/from-agent'))`)
+	waitJS("blocked log row", `!!document.querySelector('#log-rows tr[data-domain="other.test"] .badge.deny')`)
+	shot("logs")
+
+	// Traffic: the blocked domain can be allowed after confirmation.
+	do("traffic page", chromedp.Navigate(srv.URL+"/#/traffic"),
+		chromedp.WaitVisible(chromedp.CSS(`#blocked tr[data-domain="other.test"] button[data-action="allow"]`)))
+	shot("traffic")
+	do("allow", chromedp.Click(chromedp.CSS(`#blocked tr[data-domain="other.test"] button[data-action="allow"]`)),
+		chromedp.WaitVisible(chromedp.ID("modal-ok")), chromedp.Click(chromedp.ID("modal-ok")))
+	deadline := time.Now().Add(10 * time.Second)
+	for f.d.Policy().Lookup("other.test") == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("allow action did not add other.test")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// The terminal runs commands in the sandbox, in several tabs.
+	do("terminal page", chromedp.Navigate(srv.URL+"/#/terminal"), chromedp.WaitVisible(chromedp.CSS(".xterm-helper-textarea")))
+	time.Sleep(500 * time.Millisecond) // the shell starts
+	do("type", typeLine("echo hello-$((6*7)) from $(hostname); stty size"))
+	waitJS("terminal output", `document.querySelector('.term-pane:not([style*="none"]) .xterm-rows').textContent.includes('hello-42 from sandbox')`)
+	do("second tab", chromedp.Click(chromedp.ID("new-tab")))
+	waitJS("two tabs", `document.querySelectorAll('.term-pane').length === 2`)
+	time.Sleep(500 * time.Millisecond)
+	do("type 2", typeLine("curl -s -o /dev/null -w 'agent-got-%{http_code}\\n' http://other.test/"))
+	// other.test is now in the policy, so it is no longer "not allowed";
+	// the fake internet's private address is still refused (no allow_private).
+	waitJS("terminal curl", `document.querySelector('.term-pane:not([style*="none"]) .xterm-rows').textContent.includes('agent-got-403')`)
+	if f.event(func(e *audit.Event) bool { return e.Host == "other.test" && e.Error == "forbidden_address" }) == nil {
+		t.Error("other.test was not evaluated under the new policy")
+	}
+	shot("terminal")
+
+	// Log out: the API refuses the old session.
+	do("logout", chromedp.Navigate(srv.URL+"/#/dashboard"), chromedp.WaitVisible(chromedp.ID("logout")), chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("token")))
+}
