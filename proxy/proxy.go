@@ -381,7 +381,8 @@ func (p *Proxy) doneServing() {
 	p.mu.Unlock()
 }
 
-// track registers a connection Close must close; false when closed.
+// track registers a connection Close must close, and makes Close wait
+// until it is untracked; false when the proxy is closed.
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -389,6 +390,7 @@ func (p *Proxy) track(c net.Conn) bool {
 		return false
 	}
 	p.conns[c] = struct{}{}
+	p.wg.Add(1)
 	return true
 }
 
@@ -397,6 +399,7 @@ func (p *Proxy) untrack(c net.Conn) {
 	delete(p.conns, c)
 	p.mu.Unlock()
 	c.Close()
+	p.wg.Done()
 }
 
 // Close stops every listener, closes open tunnels and connections, and
