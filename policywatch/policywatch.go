@@ -71,15 +71,17 @@ func Watch(ctx context.Context, path string, log *slog.Logger, apply func(*polic
 	w := &Watcher{path: path, log: log, apply: apply, cancel: cancel, done: make(chan struct{}), fsw: fsw}
 	w.current.Store(p)
 	apply(p)
-	go w.loop(ctx, abs)
+	// Registered before Watch returns, so a SIGHUP sent right after can
+	// never take the default action (terminating the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go w.loop(ctx, abs, hup)
 	return w, nil
 }
 
-func (w *Watcher) loop(ctx context.Context, abs string) {
+func (w *Watcher) loop(ctx context.Context, abs string, hup chan os.Signal) {
 	defer close(w.done)
 	defer w.fsw.Close()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
 	var timer *time.Timer

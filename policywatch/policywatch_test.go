@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,5 +121,38 @@ func TestBadFileKeepsRunningPolicy(t *testing.T) {
 	}
 	if w.LastError() != nil || w.Current().Lookup("two.test") == nil {
 		t.Fatal("good reload did not clear LastError")
+	}
+}
+
+func TestReloadOnSIGHUP(t *testing.T) {
+	// The watched name is a symlink into another directory, so editing the
+	// target produces no event the watcher sees: only the signal reloads.
+	real := filepath.Join(t.TempDir(), "real.yaml")
+	if err := os.WriteFile(real, []byte(good1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "cagent.yaml")
+	if err := os.Symlink(real, path); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Watch(context.Background(), path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	os.WriteFile(real, []byte(good2), 0o600)
+	time.Sleep(300 * time.Millisecond)
+	if w.Current().Lookup("one.test") == nil {
+		t.Fatal("reloaded without a signal; the test cannot tell SIGHUP apart")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for w.Current().Lookup("two.test") == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
