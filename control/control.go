@@ -105,7 +105,7 @@ func (c *Config) Validate() error {
 }
 
 // Open opens the store and keys named by cfg (which must be validated) and
-// returns an API server over them. Close the store when done.
+// returns an API server over them. Close the server, then the store, when done.
 func Open(ctx context.Context, cfg *Config) (*api.Server, *store.SQL, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, nil, err
@@ -139,6 +139,7 @@ func Open(ctx context.Context, cfg *Config) (*api.Server, *store.SQL, error) {
 		return nil, nil, err
 	}
 	if err := bootstrap(ctx, st, hasher, cfg); err != nil {
+		srv.Close()
 		st.Close()
 		return nil, nil, err
 	}
@@ -175,6 +176,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	defer srv.Close() // before the store closes: writes buffered heartbeats
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,16 +40,25 @@ func main() {
 	db := flag.String("db", "", "with -serve: database")
 	listen := flag.String("listen", "127.0.0.1:8090", "with -serve: listen address")
 	dataDir := flag.String("data-dir", "", "with -serve: data directory")
+	cpuprofile := flag.String("cpuprofile", "", "with -serve: write a CPU profile here")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *serve {
+		if *cpuprofile != "" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 		// Same configuration as the script gives cagent control serve; lets
 		// the benchmark run while other packages of the binary are mid-change.
 		err := control.Run(ctx, control.Config{DB: *db, Listen: *listen, DataDir: *dataDir, Rate: 100000, Burst: 100000,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 		if err != nil {
-			log.Fatal(err)
+			log.Print(err)
 		}
 		return
 	}

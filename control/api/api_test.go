@@ -597,3 +597,33 @@ func TestHashIsSaltedAndKeyed(t *testing.T) {
 		t.Fatal("short key accepted")
 	}
 }
+
+func TestHeartbeatsReachTheStore(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn, func(c *api.Config) { c.HeartbeatFlush = 10 * time.Millisecond })
+		a := e.tenant("alpha")
+		e.must(200, e.do("POST", "/api/v1/agent/heartbeat", a.agent, map[string]any{"status": "busy"}))
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			ag, err := e.st.GetAgent(context.Background(), a.id, a.agentID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ag.Status == "busy" && ag.LastHeartbeat.Equal(e.clock.Now()) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("heartbeat not written: %+v", ag)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// Close writes what is still buffered.
+		e.clock.Add(time.Second)
+		e.must(200, e.do("POST", "/api/v1/agent/heartbeat", a.agent, map[string]any{"status": "last"}))
+		e.srv.Close()
+		ag, _ := e.st.GetAgent(context.Background(), a.id, a.agentID)
+		if ag.Status != "last" {
+			t.Fatalf("buffered heartbeat lost at close: %+v", ag)
+		}
+	})
+}

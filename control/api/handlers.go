@@ -234,6 +234,7 @@ type agentView struct {
 }
 
 func (s *Server) view(a store.Agent) agentView {
+	a = s.overlay(a)
 	return agentView{Agent: a, Online: !a.Disabled && !a.LastHeartbeat.IsZero() && s.cfg.Now().Sub(a.LastHeartbeat) < s.cfg.OnlineWindow}
 }
 
@@ -733,9 +734,7 @@ func (s *Server) heartbeat(c *call) error {
 	}
 	ctx := c.r.Context()
 	now := c.now()
-	if err := s.st.Heartbeat(ctx, c.p.TenantID, c.p.AgentID, now, req.Status, req.Metrics); err != nil {
-		return err
-	}
+	s.bufferHeartbeat(store.HeartbeatUpdate{TenantID: c.p.TenantID, AgentID: c.p.AgentID, At: now, Status: req.Status, Metrics: req.Metrics})
 	for _, r := range req.Results {
 		err := s.st.CompleteCommand(ctx, c.p.TenantID, c.p.AgentID, r.ID, r.Status, r.Result, now)
 		if errors.Is(err, store.ErrNotFound) {
@@ -746,9 +745,15 @@ func (s *Server) heartbeat(c *call) error {
 		}
 		c.audit("command.result", "command", r.ID, map[string]any{"agent_id": c.p.AgentID, "status": r.Status})
 	}
-	cmd, err := s.NextCommand(c.r.Context(), c.p.TenantID, c.p.AgentID)
+	pending, err := s.st.HasOpenCommand(ctx, c.p.TenantID, c.p.AgentID)
 	if err != nil {
 		return err
+	}
+	var cmd *store.Command
+	if pending {
+		if cmd, err = s.NextCommand(c.r.Context(), c.p.TenantID, c.p.AgentID); err != nil {
+			return err
+		}
 	}
 	return c.ok(http.StatusOK, heartbeatResp{Command: cmd})
 }

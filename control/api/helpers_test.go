@@ -73,6 +73,7 @@ func newEnv(t testing.TB, dsn string, opts ...option) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.srv.Close)
 	e.hs = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(e.hs.Close)
 	tok, _ := e.hasher.NewToken()

@@ -58,6 +58,8 @@ type Config struct {
 	OnlineWindow time.Duration
 	MaxLogBatch  int
 	MaxLogBody   int64
+	// HeartbeatFlush is how often buffered heartbeats are written.
+	HeartbeatFlush time.Duration
 	// Notify, when set, is called after a change that affects what an
 	// agent should run (policy, secret, command, token); agentID "" means
 	// every agent of the tenant. It must not block.
@@ -84,6 +86,9 @@ func (c *Config) Validate() error {
 	if c.OnlineWindow == 0 {
 		c.OnlineWindow = DefaultOnlineWindow
 	}
+	if c.HeartbeatFlush <= 0 {
+		c.HeartbeatFlush = DefaultHeartbeatFlush
+	}
 	if c.MaxLogBatch == 0 {
 		c.MaxLogBatch = DefaultMaxLogBatch
 	}
@@ -103,6 +108,13 @@ type Server struct {
 
 	keyring atomic.Pointer[keys.Keyring]
 
+	hbMu       sync.Mutex
+	hbBuf      map[hbKey]store.HeartbeatUpdate
+	hbFlushing map[hbKey]store.HeartbeatUpdate
+	hbStop     chan struct{}
+	hbDone     chan struct{}
+	closeOnce  sync.Once
+
 	mu       sync.Mutex
 	limiters map[string]*limiter
 	calls    int
@@ -113,12 +125,13 @@ type limiter struct {
 	last time.Time
 }
 
-// New returns a Server.
+// New returns a Server. Close it to write buffered heartbeats.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, limiters: map[string]*limiter{}}
+	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, limiters: map[string]*limiter{},
+		hbBuf: map[hbKey]store.HeartbeatUpdate{}, hbStop: make(chan struct{}), hbDone: make(chan struct{})}
 	s.keyring.Store(cfg.Keyring)
 	s.routes = s.buildRoutes()
 	s.mux = http.NewServeMux()
@@ -130,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 		w.Header().Set("X-Request-Id", rid)
 		writeError(w, rid, http.StatusNotFound, "not_found", "no such endpoint", "")
 	})
+	go s.heartbeatLoop(cfg.HeartbeatFlush)
 	return s, nil
 }
 
@@ -321,14 +335,8 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (Principal, 
 		return Principal{}, errUnauthorized
 	}
 	p := Principal{TokenID: t.ID, Kind: t.Kind, TenantID: t.TenantID, AgentID: t.AgentID}
-	if t.Kind == store.KindAgent {
-		a, err := s.st.GetAgent(ctx, t.TenantID, t.AgentID)
-		if errors.Is(err, store.ErrNotFound) || err == nil && a.Disabled {
-			return Principal{}, errUnauthorized
-		}
-		if err != nil {
-			return Principal{}, err
-		}
+	if t.Kind == store.KindAgent && !t.AgentActive {
+		return Principal{}, errUnauthorized
 	}
 	return p, nil
 }

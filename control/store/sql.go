@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -26,6 +27,9 @@ type SQL struct {
 	w, r     *sql.DB // writer and readers; the same pool on PostgreSQL
 	postgres bool
 	now      func() time.Time
+	// Prepared statements by query text: parsing SQL dominated the cost
+	// of the small, frequent queries (heartbeats, token lookups).
+	wstmts, rstmts sync.Map
 }
 
 var _ Store = (*SQL)(nil)
@@ -94,6 +98,9 @@ func Open(ctx context.Context, dsn string, now func() time.Time) (*SQL, error) {
 
 // Close closes the database.
 func (s *SQL) Close() error {
+	for _, m := range []*sync.Map{&s.wstmts, &s.rstmts} {
+		m.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+	}
 	err := s.w.Close()
 	if s.r != s.w {
 		err = errors.Join(err, s.r.Close())
@@ -126,17 +133,57 @@ func (s *SQL) rebind(q string) string {
 	return b.String()
 }
 
+func (s *SQL) prepared(ctx context.Context, db *sql.DB, cache *sync.Map, q string) (*sql.Stmt, error) {
+	if st, ok := cache.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := db.PrepareContext(ctx, s.rebind(q))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := cache.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
 func (s *SQL) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	res, err := s.w.ExecContext(ctx, s.rebind(q), args...)
+	st, err := s.prepared(ctx, s.w, &s.wstmts, q)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	res, err := st.ExecContext(ctx, args...)
 	return res, mapErr(err)
 }
 
 func (s *SQL) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return s.r.QueryContext(ctx, s.rebind(q), args...)
+	st, err := s.prepared(ctx, s.r, &s.rstmts, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
 }
 
-func (s *SQL) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return s.r.QueryRowContext(ctx, s.rebind(q), args...)
+// row is a *sql.Row or the error of preparing it.
+type row struct {
+	r   *sql.Row
+	err error
+}
+
+func (r row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.r.Scan(dest...)
+}
+
+func (s *SQL) queryRow(ctx context.Context, q string, args ...any) row {
+	st, err := s.prepared(ctx, s.r, &s.rstmts, q)
+	if err != nil {
+		return row{err: err}
+	}
+	return row{r: st.QueryRowContext(ctx, args...)}
 }
 
 func (s *SQL) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
@@ -305,7 +352,15 @@ func (s *SQL) CreateToken(ctx context.Context, t Token) error {
 }
 
 func (s *SQL) GetTokenForAuth(ctx context.Context, id string) (Token, error) {
-	return scanToken(s.queryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = ?`, id))
+	var t Token
+	var dis, active int
+	var exp, c int64
+	err := s.queryRow(ctx, `SELECT t.id, t.tenant_id, t.kind, t.name, t.agent_id, t.salt, t.hash, t.disabled, t.expires_at, t.created_at,
+		CASE WHEN a.id IS NOT NULL AND a.disabled = 0 THEN 1 ELSE 0 END
+		FROM tokens t LEFT JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id WHERE t.id = ?`, id).
+		Scan(&t.ID, &t.TenantID, &t.Kind, &t.Name, &t.AgentID, &t.Salt, &t.Hash, &dis, &exp, &c, &active)
+	t.Disabled, t.ExpiresAt, t.CreatedAt, t.AgentActive = dis != 0, fromNS(exp), fromNS(c), active != 0
+	return t, mapErr(err)
 }
 
 func (s *SQL) GetToken(ctx context.Context, tenantID, id string) (Token, error) {
@@ -415,9 +470,40 @@ func (s *SQL) DeleteAgent(ctx context.Context, tenantID, id string) error {
 	})
 }
 
-func (s *SQL) Heartbeat(ctx context.Context, tenantID, agentID string, at time.Time, status string, metrics json.RawMessage) error {
-	return affected(s.exec(ctx, `UPDATE agents SET last_heartbeat = ?, status = ?, metrics = ? WHERE id = ? AND tenant_id = ?`,
-		ns(at), status, jsonText(metrics), agentID, tenantID))
+func (s *SQL) Heartbeat(ctx context.Context, tenantID, agentID string, at time.Time, status string, metrics json.RawMessage) (bool, error) {
+	st, err := s.prepared(ctx, s.w, &s.wstmts, `UPDATE agents SET last_heartbeat = ?, status = ?, metrics = ? WHERE id = ? AND tenant_id = ?
+		RETURNING (SELECT COUNT(*) FROM commands c WHERE c.agent_id = agents.id AND c.tenant_id = agents.tenant_id AND c.done = 0)`)
+	if err != nil {
+		return false, err
+	}
+	var n int
+	err = st.QueryRowContext(ctx, ns(at), status, jsonText(metrics), agentID, tenantID).Scan(&n)
+	return n > 0, mapErr(err)
+}
+
+func (s *SQL) HeartbeatBatch(ctx context.Context, hs []HeartbeatUpdate) error {
+	if len(hs) == 0 {
+		return nil
+	}
+	st, err := s.prepared(ctx, s.w, &s.wstmts, `UPDATE agents SET last_heartbeat = ?, status = ?, metrics = ? WHERE id = ? AND tenant_id = ? AND last_heartbeat < ?`)
+	if err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		ts := tx.StmtContext(ctx, st)
+		for _, h := range hs {
+			if _, err := ts.ExecContext(ctx, ns(h.At), h.Status, jsonText(h.Metrics), h.AgentID, h.TenantID, ns(h.At)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *SQL) HasOpenCommand(ctx context.Context, tenantID, agentID string) (bool, error) {
+	var n int
+	err := s.queryRow(ctx, `SELECT COUNT(*) FROM commands WHERE tenant_id = ? AND agent_id = ? AND done = 0`, tenantID, agentID).Scan(&n)
+	return n > 0, err
 }
 
 // --- policies ---

@@ -45,6 +45,9 @@ type Token struct {
 	Disabled  bool      `json:"disabled"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	CreatedAt time.Time `json:"created_at"`
+	// AgentActive is set by GetTokenForAuth: the token's agent exists in
+	// its tenant and is enabled.
+	AgentActive bool `json:"-"`
 }
 
 // Agent is a data plane registered with the control plane.
@@ -57,6 +60,14 @@ type Agent struct {
 	LastHeartbeat time.Time       `json:"last_heartbeat,omitzero"`
 	Status        string          `json:"status,omitempty"`
 	Metrics       json.RawMessage `json:"metrics,omitempty"`
+}
+
+// HeartbeatUpdate is one agent's latest heartbeat.
+type HeartbeatUpdate struct {
+	TenantID, AgentID string
+	At                time.Time
+	Status            string
+	Metrics           json.RawMessage
 }
 
 // Policy is one domain entry, tenant-wide (AgentID "") or for one agent.
@@ -177,7 +188,8 @@ type Store interface {
 	DeleteTenant(ctx context.Context, id string) error
 
 	CreateToken(ctx context.Context, t Token) error
-	// GetTokenForAuth loads any token by id, for authentication only.
+	// GetTokenForAuth loads any token by id, for authentication only,
+	// with AgentActive set in one query.
 	GetTokenForAuth(ctx context.Context, id string) (Token, error)
 	GetToken(ctx context.Context, tenantID, id string) (Token, error)
 	ListTokens(ctx context.Context, tenantID string) ([]Token, error)
@@ -189,7 +201,14 @@ type Store interface {
 	ListAgents(ctx context.Context, tenantID string) ([]Agent, error)
 	// DeleteAgent removes the agent with its tokens, policies and commands.
 	DeleteAgent(ctx context.Context, tenantID, id string) error
-	Heartbeat(ctx context.Context, tenantID, agentID string, at time.Time, status string, metrics json.RawMessage) error
+	// HeartbeatBatch records many heartbeats in one transaction; updates
+	// for agents that no longer exist are ignored.
+	HeartbeatBatch(ctx context.Context, hs []HeartbeatUpdate) error
+	// HasOpenCommand reports whether the agent has an unfinished command.
+	HasOpenCommand(ctx context.Context, tenantID, agentID string) (bool, error)
+	// Heartbeat records a heartbeat and reports whether the agent has an
+	// unfinished command, in one statement.
+	Heartbeat(ctx context.Context, tenantID, agentID string, at time.Time, status string, metrics json.RawMessage) (pending bool, err error)
 
 	CreatePolicy(ctx context.Context, p Policy) error
 	GetPolicy(ctx context.Context, tenantID, id string) (Policy, error)

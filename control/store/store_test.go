@@ -227,3 +227,34 @@ func TestLogsAndAudit(t *testing.T) {
 		}
 	})
 }
+
+func TestHeartbeatBatch(t *testing.T) {
+	storetest.EachStore(t, func(t *testing.T, s *store.SQL) {
+		ctx := context.Background()
+		mustNil(t, s.CreateAgent(ctx, store.Agent{ID: "ag", TenantID: "ta", Name: "n", CreatedAt: t0}))
+		mustNil(t, s.HeartbeatBatch(ctx, []store.HeartbeatUpdate{
+			{TenantID: "ta", AgentID: "ag", At: t0.Add(time.Minute), Status: "running", Metrics: json.RawMessage(`{"a":1}`)},
+			{TenantID: "tb", AgentID: "ag", At: t0.Add(time.Hour), Status: "spoofed"}, // wrong tenant: ignored
+			{TenantID: "ta", AgentID: "gone", At: t0},
+		}))
+		// An older heartbeat never overwrites a newer one.
+		mustNil(t, s.HeartbeatBatch(ctx, []store.HeartbeatUpdate{{TenantID: "ta", AgentID: "ag", At: t0, Status: "old"}}))
+		a, err := s.GetAgent(ctx, "ta", "ag")
+		mustNil(t, err)
+		if a.Status != "running" || !a.LastHeartbeat.Equal(t0.Add(time.Minute)) || string(a.Metrics) != `{"a":1}` {
+			t.Fatalf("agent = %+v", a)
+		}
+		open, err := s.HasOpenCommand(ctx, "ta", "ag")
+		mustNil(t, err)
+		if open {
+			t.Fatal("open command without one")
+		}
+		mustNil(t, s.CreateCommand(ctx, store.Command{ID: "c", TenantID: "ta", AgentID: "ag", Kind: "stop", CreatedAt: t0}))
+		if open, _ = s.HasOpenCommand(ctx, "ta", "ag"); !open {
+			t.Fatal("no open command")
+		}
+		if open, _ = s.HasOpenCommand(ctx, "tb", "ag"); open {
+			t.Fatal("other tenant sees the command")
+		}
+	})
+}
