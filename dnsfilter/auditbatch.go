@@ -1,11 +1,11 @@
 package dnsfilter
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/cagent-dev/cagent/audit"
 )
@@ -16,11 +16,11 @@ import (
 // the filter's throughput at the audit log's. No event is ever dropped: when
 // the queue is full, Emit waits.
 type batchSink struct {
-	ch   chan *audit.Event
+	ch   chan audit.Event // by value: no allocation per event
 	done chan struct{}
 	once sync.Once
-	w    *audit.Writer // writes into buf, chaining the hashes
-	buf  bytes.Buffer
+	prev string // hash of the last line written
+	buf  []byte
 	out  io.Writer
 	f    *os.File // nil when out is not ours to close
 	err  error
@@ -45,39 +45,58 @@ func openBatchFile(path string) (*batchSink, error) {
 }
 
 func newBatchSink(out io.Writer, prev string) *batchSink {
-	s := &batchSink{ch: make(chan *audit.Event, 4096), done: make(chan struct{}), out: out}
-	s.w = audit.NewWriter(&s.buf, prev, nil)
+	s := &batchSink{ch: make(chan audit.Event, 1024), done: make(chan struct{}), out: out, prev: prev}
 	go s.loop()
 	return s
 }
 
 // Emit queues a copy of e.
-func (s *batchSink) Emit(e *audit.Event) {
-	c := *e
-	s.ch <- &c
-}
+func (s *batchSink) Emit(e *audit.Event) { s.ch <- *e }
 
 func (s *batchSink) loop() {
 	defer close(s.done)
 	for e := range s.ch {
-		s.w.Emit(e)
+		s.append(&e)
 	drain:
-		for s.buf.Len() < 256<<10 {
+		for len(s.buf) < 256<<10 {
 			select {
 			case e, ok := <-s.ch:
 				if !ok {
 					break drain
 				}
-				s.w.Emit(e)
+				s.append(&e)
 			default:
 				break drain
 			}
 		}
-		if _, err := s.out.Write(s.buf.Bytes()); err != nil && s.err == nil {
+		if _, err := s.out.Write(s.buf); err != nil && s.err == nil {
 			s.err = err
 		}
-		s.buf.Reset()
+		if cap(s.buf) > 1<<20 {
+			s.buf = nil // do not keep a burst's buffer forever
+		}
+		s.buf = s.buf[:0]
 	}
+}
+
+// append adds e to the buffer as the next line of the chain.
+func (s *batchSink) append(e *audit.Event) {
+	if e.TS.IsZero() {
+		e.TS = time.Now()
+	}
+	e.TS = e.TS.UTC()
+	e.Prev = s.prev
+	start := len(s.buf)
+	b, err := appendEvent(s.buf, e)
+	if err != nil {
+		if s.err == nil {
+			s.err = err
+		}
+		s.buf = b[:start]
+		return
+	}
+	s.prev = audit.HashLine(b[start:])
+	s.buf = append(b, '\n')
 }
 
 // Close writes what is queued and closes the file. Emit must not be called

@@ -3,6 +3,7 @@ package dnsfilter
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -234,4 +235,40 @@ func TestBatchSink(t *testing.T) {
 	if err != nil || res.Broken != nil || res.Lines != 4000 {
 		t.Fatalf("%+v %v", res, err)
 	}
+}
+
+func TestAppendEventMatchesMarshal(t *testing.T) {
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	for _, e := range []audit.Event{
+		{TS: ts, Type: "dns", Prev: ""},
+		{TS: ts.Truncate(time.Second), Type: "dns", Agent: "a", Decision: "deny", Reason: `label "x<y>&z" \ 	tab` + "\x01\u2028\xff\u00e9", Rule: "r",
+			Error: "e", Client: "127.0.0.1", QName: "a\\000b.test", QType: "A", RCode: "NXDOMAIN", Answer: []string{"A 1.2.3.4", "CNAME x"}, Action: "act", Prev: "abc"},
+		{TS: ts, Type: "dns", Detail: map[string]string{"k": "v"}, Prev: "p"},
+		{TS: ts, Type: "http", Method: "GET", Port: 443, Prev: "p"},
+	} {
+		want, err := json.Marshal(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := appendEvent(nil, &e)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("appendEvent:\n got %s\nwant %s", got, want)
+		}
+	}
+}
+
+func FuzzAppendEvent(f *testing.F) {
+	f.Add("reason", "a.test", "A 1.2.3.4", int64(0))
+	f.Add("\xff<>&\u2028\"\\\x00", "q\\000.test", "", int64(1<<40))
+	f.Fuzz(func(t *testing.T, reason, qname, answer string, ns int64) {
+		e := audit.Event{TS: time.Unix(0, ns).UTC(), Type: "dns", Reason: reason, QName: qname, Prev: "x"}
+		if answer != "" {
+			e.Answer = []string{answer, reason}
+		}
+		want, _ := json.Marshal(&e)
+		got, err := appendEvent(nil, &e)
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("got %s\nwant %s", got, want)
+		}
+	})
 }
