@@ -22,6 +22,13 @@ function h(tag: string, attrs: Attrs = {}, ...children: Child[]): HTMLElement {
   return el;
 }
 
+// fill replaces el's children, skipping empty values (DOM replaceChildren
+// would print "undefined").
+function fill(el: HTMLElement, ...children: Child[]) {
+  el.replaceChildren();
+  append(el, children);
+}
+
 function append(el: HTMLElement, children: Child[]) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;
@@ -274,7 +281,8 @@ function dashboard(main: HTMLElement) {
       ),
     );
     const p = st.policy;
-    pol.replaceChildren(
+    fill(
+      pol,
       h("h2", {}, "Policy ", h("span", { class: `badge ${p.error ? "bad" : "ok"}` }, p.error ? "file invalid" : "applied")),
       h("dl", { class: "kv" }, h("dt", {}, "file"), h("dd", {}, p.file), h("dt", {}, "domains"), h("dd", {}, p.domains), h("dt", {}, "enforcement"), h("dd", {}, p.enforcement || "enforce")),
       p.error && h("p", { class: "errors" }, p.error),
@@ -654,8 +662,8 @@ function logsPage(main: HTMLElement) {
 
 // ---- traffic ------------------------------------------------------------
 
-function chart(series: any[], bucketSeconds: number): SVGElement {
-  const W = 900,
+function chart(series: any[], bucketSeconds: number, width: number): SVGElement {
+  const W = Math.max(300, width),
     H = 180,
     P = 28;
   const ns = "http://www.w3.org/2000/svg";
@@ -724,7 +732,7 @@ function trafficPage(main: HTMLElement) {
         stat("bytes up / down", `${fmtBytes(t.bytes_up)} / ${fmtBytes(t.bytes_down)}`, "t-bytes"),
         stat("DNS queries (denied)", `${t.dns_queries} (${t.dns_denied})`, "t-dns"),
       ),
-      h("div", { class: "card" }, h("h2", {}, "Requests per second"), chart(a.series, a.bucket_seconds)),
+      h("div", { class: "card" }, h("h2", {}, "Requests per second"), chart(a.series, a.bucket_seconds, content.clientWidth - 34)),
       h(
         "div",
         { class: "card" },
@@ -817,7 +825,7 @@ let nextTab = 1;
 const termHost = h("div", { class: "term", id: "term-host" });
 
 function openTab(): Tab {
-  const term = new Terminal({ cursorBlink: true, fontFamily: "DejaVu Sans Mono, monospace", fontSize: 14, theme: { background: "#000000" } });
+  const term = new Terminal({ cursorBlink: true, fontFamily: "DejaVu Sans Mono, monospace", fontSize: 14, lineHeight: 1.15, theme: { background: "#000000" } });
   const fit = new FitAddon();
   term.loadAddon(fit);
   const el = h("div", { class: "term-pane" });
