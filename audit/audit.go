@@ -215,12 +215,19 @@ type Result struct {
 	Lines  int
 	Last   string // hash of the last line
 	Broken *Break // nil when the chain is intact
+	Anchor string // prev of the first line, when it was not checked (see VerifyChain)
 }
 
 // Verify reads a chain. prev is the hash the first line must carry ("" for
 // the first file of a chain; rotated files continue from the previous file's
 // Last). It reports the first broken line; read errors are returned as errors.
 func Verify(r io.Reader, prev string) (Result, error) {
+	return verify(r, prev, false)
+}
+
+// verify checks one stream. With anchored, the first line may carry any prev
+// (the chain continues from a file that is not being checked).
+func verify(r io.Reader, prev string, anchored bool) (Result, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	res := Result{Last: prev}
 	for {
@@ -228,12 +235,16 @@ func Verify(r io.Reader, prev string) (Result, error) {
 		if len(line) > 0 {
 			res.Lines++
 			if line[len(line)-1] != '\n' {
-				res.Broken = &Break{res.Lines, "truncated line (no newline)"}
+				res.Broken = &Break{res.Lines, "truncated line (no newline at the end)"}
 				return res, nil
 			}
 			line = bytes.TrimSuffix(line, []byte{'\n'})
 			var ev struct {
 				Prev *string `json:"prev"`
+			}
+			if len(line) == 0 {
+				res.Broken = &Break{res.Lines, "empty line"}
+				return res, nil
 			}
 			if jerr := json.Unmarshal(line, &ev); jerr != nil {
 				res.Broken = &Break{res.Lines, "not a JSON object: " + jerr.Error()}
@@ -243,8 +254,15 @@ func Verify(r io.Reader, prev string) (Result, error) {
 				res.Broken = &Break{res.Lines, "no prev field"}
 				return res, nil
 			}
-			if *ev.Prev != res.Last {
-				res.Broken = &Break{res.Lines, "prev does not match the hash of the previous line (a line was changed, removed or inserted)"}
+			switch {
+			case res.Lines == 1 && anchored:
+				res.Anchor = *ev.Prev
+			case *ev.Prev == res.Last:
+			case res.Lines == 1:
+				res.Broken = &Break{1, "prev does not match the hash the chain expects here (the first line was changed, or lines before it were removed)"}
+				return res, nil
+			default:
+				res.Broken = &Break{res.Lines, fmt.Sprintf("prev does not match the hash of line %d (line %d was changed, or lines were removed, inserted or reordered here)", res.Lines-1, res.Lines-1)}
 				return res, nil
 			}
 			res.Last = HashLine(line)
