@@ -134,11 +134,12 @@ func newEnv(t *testing.T) *env {
 }
 
 type runOpts struct {
-	services  bool // start the proxy and DNS filter
-	onGateway func(sandbox.Gateway)
-	workspace string
-	pol       *policy.Policy
-	timeout   time.Duration
+	services    bool // start the proxy and DNS filter
+	newServices func(sandbox.Gateway) (*sandbox.Services, error)
+	onGateway   func(sandbox.Gateway)
+	workspace   string
+	pol         *policy.Policy
+	timeout     time.Duration
 }
 
 // run starts a sandbox under runtime running the probe with args and
@@ -160,7 +161,9 @@ func (e *env) run(t *testing.T, runtime string, o runOpts, args ...string) (int,
 			{Source: e.suidDir, Dest: "/suid", ReadOnly: true, AllowSetuid: true}},
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	if o.services {
+	if o.newServices != nil {
+		cfg.NewServices = o.newServices
+	} else if o.services {
 		cfg.NewServices = e.services(t, o.onGateway)
 	} else if o.onGateway != nil {
 		cfg.NewServices = func(g sandbox.Gateway) (*sandbox.Services, error) {

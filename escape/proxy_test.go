@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,26 @@ func TestThroughGateway(t *testing.T) {
 		args  []string
 		check func(t *testing.T, out string)
 	}
+	// A stand-in for the data plane's admin/metrics listener (cagent proxy
+	// --admin, cagent up): on the host, on every address.
+	admin, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	adminHits := make(chan string, 16)
+	go func() {
+		for {
+			c, err := admin.Accept()
+			if err != nil {
+				return
+			}
+			adminHits <- c.RemoteAddr().String()
+			c.Close()
+		}
+	}()
+	ap := strconv.Itoa(admin.Addr().(*net.TCPAddr).Port)
+
 	cases := []tcase{
 		{name: "allowed: HTTP through the explicit proxy", allow: true, args: []string{"http", "http://web.test/hello"},
 			check: func(t *testing.T, out string) { wantIn(t, out, `"request_uri":"/hello"`) }},
@@ -55,6 +76,11 @@ func TestThroughGateway(t *testing.T) {
 		{name: "allowed name resolving to 169.254.169.254 (metadata)", args: []string{"http", "http://meta.test/"}},
 		{name: "allowed name resolving to loopback (CONNECT)", args: []string{"connect", "gw:3128", "loop.test:443"}},
 		{name: "allowed name resolving to 169.254.169.254 (transparent)", args: []string{"http", "http://meta.test/", "-noproxy"}},
+
+		{name: "admin/metrics port on the gateway address", args: []string{"tcp", "gw:" + ap}},
+		{name: "admin/metrics port through the explicit proxy (loopback)", args: []string{"rawhttp", "gw:3128", "GET http://127.0.0.1:" + ap + "/metrics HTTP/1.1", "127.0.0.1:" + ap}},
+		{name: "admin/metrics port through the explicit proxy (localhost)", args: []string{"rawhttp", "gw:3128", "GET http://localhost:" + ap + "/metrics HTTP/1.1", "localhost:" + ap}},
+		{name: "admin/metrics port through CONNECT (gateway address)", args: []string{"connect", "gw:3128", "gw:" + ap}},
 
 		{name: "path filter: denied path", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/admin HTTP/1.1", "api.test"}},
 		{name: "path filter: encoded character", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/%61dmin HTTP/1.1", "api.test"}},
@@ -90,7 +116,13 @@ func TestThroughGateway(t *testing.T) {
 				})
 			}
 			t.Run("another sandbox", func(t *testing.T) { e.otherSandbox(t, rt.name) })
+			t.Run("fail closed when the proxy and DNS stop", func(t *testing.T) { e.failClosed(t, rt.name) })
 		})
+	}
+	select {
+	case h := <-adminHits:
+		t.Errorf("the admin/metrics listener was reached from %s", h)
+	default:
 	}
 	e.noDirectTraffic(t)
 	// The credential reached the upstream (injected by the proxy) ...
@@ -159,4 +191,36 @@ func (e *env) otherSandbox(t *testing.T, runtime string) {
 		t.Errorf("sandbox A accepted a connection")
 	}
 	_ = net.IPv4len
+}
+
+// failClosed stops the sandbox's proxy and DNS filter while it runs: the
+// command, which worked a moment before, is left with no way out at all.
+func (e *env) failClosed(t *testing.T, runtime string) {
+	var mu sync.Mutex
+	var svc *sandbox.Services
+	factory := e.services(t, nil)
+	o := runOpts{}
+	o.newServices = func(g sandbox.Gateway) (*sandbox.Services, error) {
+		s, err := factory(g)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		svc = s
+		mu.Unlock()
+		// Stop both while the probe waits.
+		time.AfterFunc(1500*time.Millisecond, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			svc.Proxy.Close()
+			svc.DNS.Close()
+		})
+		return s, err
+	}
+	e.mustFail(t, runtime, "fail closed: HTTP after the proxy stopped", o, "after", "3s", "http", "http://web.test/late")
+	for _, r := range e.inet.Requests() {
+		if r.RequestURI == "/late" {
+			t.Errorf("a request went out after the proxy stopped: %+v", r)
+		}
+	}
 }

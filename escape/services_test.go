@@ -22,7 +22,9 @@ func (e *env) services(t *testing.T, onGateway func(sandbox.Gateway)) func(sandb
 		}
 		log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 		up := []netip.AddrPort{e.inet.DNS}
-		p, err := proxy.New(proxy.Config{Policy: e.pol, StateDir: filepath.Join(e.state, "proxy"), Logger: log,
+		// One proxy state directory per concurrent sandbox: a proxy locks
+		// its byte-budget file.
+		p, err := proxy.New(proxy.Config{Policy: e.pol, StateDir: filepath.Join(e.state, "proxy", g.ID), Logger: log,
 			Agent: g.Agent, Upstreams: up, RootCAs: e.inet.CAPool,
 			LookupEnv: func(k string) (string, bool) {
 				if k == "CAGENT_ESCAPE_KEY" {

@@ -24,8 +24,8 @@ func init() { commands = append(commands, newRunCmd) }
 
 type runFlags struct {
 	config, runtime, workspace, stateDir, auditLog, agent string
-	upstreamDNS                                          []string
-	verbose                                              bool
+	upstreamDNS                                           []string
+	verbose                                               bool
 }
 
 func newRunCmd() *cobra.Command {
@@ -112,10 +112,28 @@ func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 		Policy: pol, Args: args, Runtime: fl.runtime, Workspace: fl.workspace,
 		StateDir: fl.stateDir, Agent: fl.agent, Logger: log, Audit: sink,
 		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
-		NewServices: func(g sandbox.Gateway) (*sandbox.Services, error) {
-			return newGatewayServices(pol, fl.stateDir, upstreams, g, sink, log)
-		},
 	}
+	// The proxy keeps its CA and byte budgets per agent, under
+	// <state-dir>/agents/NAME; a proxy locks its budget file, so two runs
+	// of one --agent cannot overlap. A run without --agent is its own
+	// agent (named after its sandbox) and its directory goes with it.
+	var ephemeral string
+	cfg.NewServices = func(g sandbox.Gateway) (*sandbox.Services, error) {
+		name := fl.agent
+		if name == "" {
+			name = "sandbox-" + g.ID
+		}
+		dir := filepath.Join(fl.stateDir, "agents", name)
+		if fl.agent == "" {
+			ephemeral = dir
+		}
+		return newGatewayServices(pol, dir, upstreams, g, sink, log)
+	}
+	defer func() {
+		if ephemeral != "" {
+			os.RemoveAll(ephemeral)
+		}
+	}()
 	if stdinIsTTY(os.Stdin) {
 		cfg.Terminal = true
 		if rows, cols, err := pty.Getsize(os.Stdin); err == nil {
@@ -133,8 +151,8 @@ func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 
 // newGatewayServices builds the proxy and DNS filter of one sandbox; they
 // listen only on its gateway address (sandbox.Run opens the listeners).
-func newGatewayServices(pol *policy.Policy, stateDir string, upstreams []netip.AddrPort, g sandbox.Gateway, sink audit.Sink, log *slog.Logger) (*sandbox.Services, error) {
-	p, err := proxy.New(proxy.Config{Policy: pol, StateDir: stateDir, Audit: sink, Logger: log.With("component", "proxy"),
+func newGatewayServices(pol *policy.Policy, proxyDir string, upstreams []netip.AddrPort, g sandbox.Gateway, sink audit.Sink, log *slog.Logger) (*sandbox.Services, error) {
+	p, err := proxy.New(proxy.Config{Policy: pol, StateDir: proxyDir, Audit: sink, Logger: log.With("component", "proxy"),
 		Agent: g.Agent, Upstreams: upstreams})
 	if err != nil {
 		return nil, err

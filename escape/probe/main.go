@@ -123,6 +123,12 @@ func main() {
 	case "rawhttp":
 		// rawhttp ADDR REQUEST-LINE HOST: send a request verbatim (no client normalization).
 		rawHTTP(arg(0), arg(1), arg(2))
+	case "after":
+		// after DURATION SUBCOMMAND ARGS...: wait, then run the subcommand.
+		d, _ := time.ParseDuration(a[0])
+		time.Sleep(d)
+		err := syscall.Exec("/proc/self/exe", append([]string{"probe"}, a[1:]...), os.Environ())
+		blocked("exec: %v", err)
 	case "exec":
 		err := syscall.Exec(a[0], a, os.Environ())
 		blocked("exec %s: %v", a[0], err)
