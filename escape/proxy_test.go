@@ -180,12 +180,12 @@ func (e *env) otherSandbox(t *testing.T, runtime string) {
 	mu.Lock()
 	a := ga
 	mu.Unlock()
-	for _, target := range []string{
-		netip.AddrPortFrom(a.Addr, 8080).String(),
-		netip.AddrPortFrom(a.Gateway, 3128).String(),
-		netip.AddrPortFrom(a.Gateway, 53).String(),
+	for _, target := range []struct{ name, addr string }{
+		{"another sandbox: its address", netip.AddrPortFrom(a.Addr, 8080).String()},
+		{"another sandbox: its gateway's proxy port", netip.AddrPortFrom(a.Gateway, 3128).String()},
+		{"another sandbox: its gateway's DNS port", netip.AddrPortFrom(a.Gateway, 53).String()},
 	} {
-		e.mustFail(t, runtime, "another sandbox ("+target+")", runOpts{services: true}, "tcp", target)
+		e.mustFail(t, runtime, target.name, runOpts{services: true}, "tcp", target.addr)
 	}
 	if code := <-done; code == 0 {
 		t.Errorf("sandbox A accepted a connection")
