@@ -15,9 +15,9 @@ import (
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
 )
 
-func longPolicy(t *testing.T, ws string) *policy.Policy {
+func longPolicy(t *testing.T, runtime, ws string) *policy.Policy {
 	t.Helper()
-	y := "sandbox:\n  runtime: runc\n  workspace: " + ws + "\n  subnet_pool: 10.209.128.0/20\n"
+	y := "sandbox:\n  runtime: " + runtime + "\n  workspace: " + ws + "\n  subnet_pool: 10.209.128.0/20\n"
 	p, err := policy.Parse("test.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
@@ -26,15 +26,23 @@ func longPolicy(t *testing.T, ws string) *policy.Policy {
 }
 
 func TestLongExecAndClose(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc")
+	for _, rt := range []struct{ name, bin string }{{RuntimeRunc, "runc"}, {RuntimeGVisor, "runsc"}} {
+		t.Run(rt.name, func(t *testing.T) {
+			testutil.RequireRoot(t)
+			testutil.RequireCommand(t, rt.bin)
+			testLong(t, rt.name)
+		})
+	}
+}
+
+func testLong(t *testing.T, runtime string) {
 	ws := t.TempDir()
 	if err := os.Chmod(ws, 0o777); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := CreateLong(ctx, LongConfig{Config: Config{Policy: longPolicy(t, ws), StateDir: t.TempDir(), Agent: "t"}})
+	l, err := CreateLong(ctx, LongConfig{Config: Config{Policy: longPolicy(t, runtime, ws), StateDir: t.TempDir(), Agent: "t"}})
 	if err != nil {
 		t.Fatal(err)
 	}
