@@ -34,6 +34,7 @@ func main() {
 	agents := flag.Int("agents", 10000, "simulated agents")
 	interval := flag.Duration("interval", 10*time.Second, "heartbeat interval per agent")
 	duration := flag.Duration("duration", 45*time.Second, "measurement time")
+	warmup := flag.Duration("warmup", 5*time.Second, "heartbeats before measuring (connections, caches)")
 	setupConc := flag.Int("setup-concurrency", 8, "concurrent registrations")
 	label := flag.String("label", "", "label printed with the result")
 	serve := flag.Bool("serve", false, "instead, serve the control plane like `cagent control serve` (-db, -listen, -data-dir)")
@@ -62,7 +63,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(ctx, *url, *token, *agents, *interval, *duration, *setupConc, *label); err != nil {
+	if err := run(ctx, *url, *token, *agents, *interval, *warmup, *duration, *setupConc, *label); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -98,7 +99,7 @@ func (c *client) post(ctx context.Context, path, token string, body any, out any
 	return res.StatusCode, nil
 }
 
-func run(ctx context.Context, base, super string, n int, interval, duration time.Duration, conc int, label string) error {
+func run(ctx context.Context, base, super string, n int, interval, warmup, duration time.Duration, conc int, label string) error {
 	if super == "" {
 		return errors.New("need -token or CAGENT_TOKEN")
 	}
@@ -141,12 +142,13 @@ func run(ctx context.Context, base, super string, n int, interval, duration time
 	log.Printf("registered %d agents in %v", n, time.Since(t0).Round(time.Millisecond))
 
 	// Heartbeat: agent i first beats at i*interval/n, then every interval.
-	rctx, cancel := context.WithTimeout(ctx, duration)
+	rctx, cancel := context.WithTimeout(ctx, warmup+duration)
 	defer cancel()
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, int(float64(n)*duration.Seconds()/interval.Seconds())+n)
 	var fails, late atomic.Int64
 	start := time.Now()
+	measureFrom := start.Add(warmup)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -163,12 +165,14 @@ func run(ctx context.Context, base, super string, n int, interval, duration time
 				case <-t.C:
 				}
 				s := time.Now()
-				if s.Sub(due) > interval {
+				if s.Sub(due) > 100*time.Millisecond && !s.Before(measureFrom) {
 					late.Add(1)
 				}
 				_, err := c.post(rctx, "/api/v1/agent/heartbeat", tokens[i], body, nil)
 				d := time.Since(s)
-				if err != nil {
+				if s.Before(measureFrom) {
+					// warming up: not counted
+				} else if err != nil {
 					if rctx.Err() != nil {
 						return
 					}
@@ -184,7 +188,7 @@ func run(ctx context.Context, base, super string, n int, interval, duration time
 		}(i)
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := time.Since(measureFrom)
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration {
 		if len(lat) == 0 {
@@ -194,14 +198,14 @@ func run(ctx context.Context, base, super string, n int, interval, duration time
 	}
 	res := map[string]any{
 		"label": label, "agents": n, "interval_s": interval.Seconds(), "duration_s": elapsed.Seconds(),
-		"requests": len(lat), "errors": fails.Load(), "target_rps": float64(n) / interval.Seconds(),
+		"requests": len(lat), "errors": fails.Load(), "late_sends": late.Load(), "target_rps": float64(n) / interval.Seconds(),
 		"achieved_rps": float64(len(lat)) / elapsed.Seconds(),
 		"p50_ms":       ms(pct(0.50)), "p90_ms": ms(pct(0.90)), "p99_ms": ms(pct(0.99)), "max_ms": ms(pct(1)),
 	}
 	b, _ := json.Marshal(res)
 	fmt.Println(string(b))
-	fmt.Printf("%s: %d agents, target %.0f req/s, achieved %.0f req/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms, errors %d\n",
-		label, n, res["target_rps"], res["achieved_rps"], res["p50_ms"], res["p99_ms"], res["max_ms"], fails.Load())
+	fmt.Printf("%s: %d agents, target %.0f req/s, achieved %.0f req/s, p50 %.2f ms, p99 %.2f ms, max %.2f ms, errors %d, sent >100ms late %d\n",
+		label, n, res["target_rps"], res["achieved_rps"], res["p50_ms"], res["p99_ms"], res["max_ms"], fails.Load(), late.Load())
 	return nil
 }
 
