@@ -1,145 +1,64 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/cagent-dev/cagent/policy"
 )
 
-// Audit file defaults (policy audit.max_size and audit.retention override).
-const (
-	defaultMaxSize   = 64 << 20
-	defaultRetention = 720 * time.Hour
-	currentName      = "cagent.jsonl"
-)
-
-// auditFiles writes events to <dir>/cagent.jsonl, a hash chain. When the
-// file reaches the size limit it is renamed to cagent-<UTC time>.jsonl and
-// a new file starts whose first event names the old file and the hash of
-// its last line, so the chain can be followed across files; rotated files
-// older than the retention are deleted. Each file verifies on its own with
-// `cagent audit verify`.
+// auditFiles is the daemon's audit log: one hash chain across rotated
+// files <state>/audit/audit-<UTC time>.jsonl (audit.Rotating), with the
+// size limit and retention of the running policy (audit.max_size,
+// audit.retention). `cagent audit verify <state>/audit/*.jsonl` checks it.
 type auditFiles struct {
-	dir string
-	now func() time.Time
-
-	mu        sync.Mutex
-	sink      *audit.FileSink
-	size      int64
-	maxSize   int64
-	retention time.Duration
+	r *audit.Rotating
 }
 
 func openAuditFiles(dir string, p *policy.Policy, now func() time.Time) (*auditFiles, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("audit directory: %w", err)
+	cfg := audit.RotatingConfig{Dir: dir, Now: now}
+	if p != nil {
+		cfg.MaxSize, cfg.Retention = int64(p.Audit.MaxSize), p.Audit.Retention.D()
 	}
-	a := &auditFiles{dir: dir, now: now}
-	a.setPolicy(p)
-	path := filepath.Join(dir, currentName)
-	s, err := audit.OpenFile(path)
+	r, err := audit.OpenRotating(cfg)
+	if errors.Is(err, audit.ErrBrokenChain) {
+		// The damaged newest file is evidence: keep it under a name the
+		// chain ignores, and start a new chain so the data plane can run.
+		if aerr := setAsideNewest(dir, now()); aerr != nil {
+			return nil, fmt.Errorf("%w (and setting it aside failed: %v)", err, aerr)
+		}
+		r, err = audit.OpenRotating(cfg)
+		if err == nil {
+			r.Emit(&audit.Event{Type: audit.TypeAdmin, Action: "audit_chain_restarted", Decision: audit.Deny,
+				Reason: "the newest audit file did not verify; it was set aside as *.jsonl.broken-*"})
+		}
+	}
 	if err != nil {
-		// A damaged file is kept as evidence, not extended: move it aside.
-		aside := filepath.Join(dir, "cagent-damaged-"+now().UTC().Format("20060102T150405.000000000Z")+".jsonl")
-		if rerr := os.Rename(path, aside); rerr != nil {
-			return nil, err
-		}
-		if s, err = audit.OpenFile(path); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
-	a.sink = s
-	if st, err := os.Stat(path); err == nil {
-		a.size = st.Size()
-	}
-	a.sink.OnWrite = func(line []byte) { a.size += int64(len(line)) + 1 }
-	a.prune()
-	return a, nil
+	return &auditFiles{r: r}, nil
 }
 
-// setPolicy takes the size limit and retention from the running policy.
-func (a *auditFiles) setPolicy(p *policy.Policy) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.maxSize, a.retention = defaultMaxSize, defaultRetention
-	if p != nil && p.Audit.MaxSize > 0 {
-		a.maxSize = int64(p.Audit.MaxSize)
+func setAsideNewest(dir string, now time.Time) error {
+	files, err := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
+	if err != nil || len(files) == 0 {
+		return errors.New("no audit file found")
 	}
-	if p != nil && p.Audit.Retention > 0 {
-		a.retention = p.Audit.Retention.D()
-	}
-}
-
-// Emit writes e, rotating first when the file is full.
-func (a *auditFiles) Emit(e *audit.Event) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.sink == nil {
-		return
-	}
-	if a.size >= a.maxSize {
-		a.rotate()
-	}
-	a.sink.Emit(e)
-}
-
-func (a *auditFiles) rotate() {
-	last := a.sink.Prev()
-	_ = a.sink.Close()
-	path := filepath.Join(a.dir, currentName)
-	name := "cagent-" + a.now().UTC().Format("20060102T150405.000000000Z") + ".jsonl"
-	if err := os.Rename(path, filepath.Join(a.dir, name)); err != nil {
-		// Keep writing to the same file rather than lose events.
-		if s, oerr := audit.OpenFile(path); oerr == nil {
-			a.sink = s
-			a.sink.OnWrite = func(line []byte) { a.size += int64(len(line)) + 1 }
-		}
-		return
-	}
-	s, err := audit.OpenFile(path)
-	if err != nil {
-		a.sink = nil
-		return
-	}
-	a.sink, a.size = s, 0
-	a.sink.OnWrite = func(line []byte) { a.size += int64(len(line)) + 1 }
-	a.sink.Emit(&audit.Event{TS: a.now(), Type: audit.TypeAdmin, Action: "audit_rotate",
-		Detail: map[string]string{"previous_file": name, "previous_last_hash": last}})
-	go a.prune()
-}
-
-// prune deletes rotated files older than the retention.
-func (a *auditFiles) prune() {
-	a.mu.Lock()
-	ret := a.retention
-	a.mu.Unlock()
-	files, _ := filepath.Glob(filepath.Join(a.dir, "cagent-*.jsonl"))
 	sort.Strings(files)
-	cut := a.now().Add(-ret)
-	for _, f := range files {
-		if strings.HasSuffix(f, currentName) {
-			continue
-		}
-		if st, err := os.Stat(f); err == nil && st.ModTime().Before(cut) {
-			_ = os.Remove(f)
-		}
-	}
+	last := files[len(files)-1]
+	return os.Rename(last, last+".broken-"+now.UTC().Format("20060102T150405Z"))
 }
 
-func (a *auditFiles) Close() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.sink == nil {
-		return nil
-	}
-	err := a.sink.Close()
-	a.sink = nil
-	return err
+// setPolicy applies the policy's audit limits.
+func (a *auditFiles) setPolicy(p *policy.Policy) {
+	a.r.SetLimits(int64(p.Audit.MaxSize), p.Audit.Retention.D())
 }
+
+func (a *auditFiles) Emit(e *audit.Event) { a.r.Emit(e) }
+
+func (a *auditFiles) Close() error { return a.r.Close() }

@@ -1,0 +1,76 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/policy"
+)
+
+func TestAuditFilesRotateAndFollowPolicy(t *testing.T) {
+	dir := t.TempDir()
+	p, err := policy.Parse("t.yaml", []byte("audit: {max_size: 2KiB, retention: 1h}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { now = now.Add(time.Second); return now }
+	a, err := openAuditFiles(dir, p, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		a.Emit(&audit.Event{Type: audit.TypeHTTP, Host: "example.com", Path: "/" + strings.Repeat("x", 50), Status: 200 + i})
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
+	if len(files) < 2 {
+		t.Fatalf("no rotation at 2KiB: %v", files)
+	}
+	res, err := audit.VerifyFiles(files...)
+	if err != nil || res.Broken != nil || res.Events != 50 {
+		t.Fatalf("chain: %+v %v", res, err)
+	}
+	// A reload raising the limit stops the rotation.
+	p2, _ := policy.Parse("t.yaml", []byte("audit: {max_size: 1MiB}\n"))
+	a.setPolicy(p2)
+	for range 50 {
+		a.Emit(&audit.Event{Type: audit.TypeHTTP, Path: "/" + strings.Repeat("y", 50)})
+	}
+	after, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
+	if len(after) > len(files)+1 {
+		t.Errorf("still rotating after the limit was raised: %d -> %d files", len(files), len(after))
+	}
+	a.Close()
+}
+
+func TestAuditFilesSetBrokenChainAside(t *testing.T) {
+	dir := t.TempDir()
+	a, err := openAuditFiles(dir, nil, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Emit(&audit.Event{Type: audit.TypeAdmin, Action: "one"})
+	a.Emit(&audit.Event{Type: audit.TypeAdmin, Action: "two"})
+	a.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
+	b, _ := os.ReadFile(files[0])
+	os.WriteFile(files[0], []byte(strings.Replace(string(b), `"one"`, `"0ne"`, 1)), 0o600)
+
+	a, err = openAuditFiles(dir, nil, time.Now)
+	if err != nil {
+		t.Fatalf("a tampered file must not stop the daemon: %v", err)
+	}
+	a.Close()
+	if aside, _ := filepath.Glob(files[0] + ".broken-*"); len(aside) != 1 {
+		t.Fatalf("tampered file not kept aside: %v", aside)
+	}
+	now, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
+	res, err := audit.VerifyFiles(now...)
+	if err != nil || res.Broken != nil || res.Events != 1 {
+		t.Fatalf("new chain: %+v %v", res, err)
+	}
+}
