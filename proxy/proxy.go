@@ -223,10 +223,9 @@ func (p *Proxy) state() *state { return p.st.Load() }
 // entry, so keep-alive connections are only reused for the entry (and the
 // address check) they were dialed for.
 func (p *Proxy) transport(st *state, d *dest) *http.Transport {
+	// Unlisted names (report mode) share the "-" transport, which pools
+	// per host itself: no map entry per name an agent makes up.
 	key := d.key()
-	if d.entry == nil && d.rng == nil {
-		key = "-" + d.auth.host // report mode, unlisted name
-	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if t := st.transports[key]; t != nil {
