@@ -4,10 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/policy"
 )
 
@@ -72,5 +74,28 @@ func TestAuditFilesSetBrokenChainAside(t *testing.T) {
 	res, err := audit.VerifyFiles(now...)
 	if err != nil || res.Broken != nil || res.Events != 1 {
 		t.Fatalf("new chain: %+v %v", res, err)
+	}
+}
+
+func TestEnsureWorkspace(t *testing.T) {
+	testutil.RequireRoot(t) // chown
+	dir := filepath.Join(t.TempDir(), "a", "ws")
+	if err := ensureWorkspace(dir, "1000:1001"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		t.Fatal(err)
+	}
+	if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 1000 || sys.Gid != 1001 {
+		t.Errorf("owner %d:%d", sys.Uid, sys.Gid)
+	}
+	// An existing directory is left alone.
+	os.Chmod(dir, 0o700)
+	if err := ensureWorkspace(dir, "0:0"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 || st.Sys().(*syscall.Stat_t).Uid != 1000 {
+		t.Error("existing workspace changed")
 	}
 }

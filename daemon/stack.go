@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,6 +61,9 @@ func (s *service) stop() {
 
 func (d *Daemon) newStack(ctx context.Context, p *policy.Policy) (*stack, error) {
 	st := &stack{d: d, svc: map[string]*service{}}
+	if err := ensureWorkspace(p.Sandbox.Workspace, p.Sandbox.User); err != nil {
+		return nil, err
+	}
 	// The proxy comes first: its CA must be in the sandbox's trust store.
 	px, err := d.newProxy(p)
 	if err != nil {
@@ -275,4 +280,32 @@ func (st *stack) close() {
 	if st.long != nil {
 		_ = st.long.Close()
 	}
+}
+
+// ensureWorkspace creates a missing workspace directory, owned by the
+// sandbox user, so that `cagent up` works on a fresh checkout. (`cagent
+// run` refuses a missing one instead: there a typo should not go unnoticed.)
+func ensureWorkspace(dir, user string) error {
+	if dir == "" {
+		return nil
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create workspace: %w", err)
+	}
+	u, g, _ := strings.Cut(user, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if g == "" {
+		gid, err2 = uid, err1
+	}
+	if err1 != nil || err2 != nil {
+		return nil // the sandbox validates the user and reports it
+	}
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return fmt.Errorf("create workspace: %w", err)
+	}
+	return nil
 }
