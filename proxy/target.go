@@ -240,6 +240,9 @@ func checkRequest(d *dest, method, escapedPath string) *denial {
 	if !e.MethodAllowed(method) {
 		return deny(codeMethod, 403, "domains "+e.Domain+" read_only", "%s is read-only: only GET, HEAD and OPTIONS are allowed, not %s", e.Domain, method)
 	}
+	if e.HasPathRules() && dotParamSegment(escapedPath) {
+		return deny(codePath, 403, "domains "+e.Domain+" paths", "the path has a dot segment with parameters (\"..;\"), which servers resolve differently; send it without")
+	}
 	ok, rule, err := e.CheckPath(escapedPath)
 	if err != nil {
 		return deny(codePath, 403, "domains "+e.Domain+" paths", "the path uses an ambiguous encoding (%v); send it without encoded slashes, NULs or double encoding", unwrapMsg(err))
@@ -256,4 +259,22 @@ func unwrapMsg(err error) string {
 		return s[i+2:]
 	}
 	return s
+}
+
+// dotParamSegment reports a segment such as "..;x" or ".%3b": some servers
+// (Tomcat, Jetty) drop the ";..." parameters and then resolve the dots, so
+// such a path can climb out of a prefix the policy allowed.
+func dotParamSegment(escaped string) bool {
+	p, err := policy.NormalizePath(escaped)
+	if err != nil {
+		return false // CheckPath refuses it anyway
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if i := strings.IndexByte(seg, ';'); i >= 0 {
+			if base := seg[:i]; base == "." || base == ".." {
+				return true
+			}
+		}
+	}
+	return false
 }
