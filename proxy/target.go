@@ -215,6 +215,9 @@ func matchDest(pol *policy.Policy, a authority) (*dest, *denial) {
 		d.entry, d.alias = e, true
 		// The alias stands for https://<domain>/ on the default port.
 		d.auth = authority{host: e.Domain, port: 443}
+		if !e.PortAllowed(443) {
+			return d, deny(codeDestination, 403, "domains "+e.Domain+" ports", "the alias %s goes to %s port 443, which the entry's ports do not allow", a.host, e.Domain)
+		}
 		return d, nil
 	}
 	d.entry = pol.Lookup(a.host)
