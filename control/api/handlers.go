@@ -745,12 +745,9 @@ func (s *Server) heartbeat(c *call) error {
 		}
 		c.audit("command.result", "command", r.ID, map[string]any{"agent_id": c.p.AgentID, "status": r.Status})
 	}
-	pending, err := s.st.HasOpenCommand(ctx, c.p.TenantID, c.p.AgentID)
-	if err != nil {
-		return err
-	}
 	var cmd *store.Command
-	if pending {
+	if c.p.openCommand {
+		var err error
 		if cmd, err = s.NextCommand(c.r.Context(), c.p.TenantID, c.p.AgentID); err != nil {
 			return err
 		}

@@ -173,6 +173,8 @@ type Principal struct {
 	Kind     string
 	TenantID string
 	AgentID  string
+	// openCommand: at authentication, the agent had an unfinished command.
+	openCommand bool
 }
 
 // call is one request being served.
@@ -334,7 +336,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (Principal, 
 	if !t.ExpiresAt.IsZero() && !s.cfg.Now().Before(t.ExpiresAt) {
 		return Principal{}, errUnauthorized
 	}
-	p := Principal{TokenID: t.ID, Kind: t.Kind, TenantID: t.TenantID, AgentID: t.AgentID}
+	p := Principal{TokenID: t.ID, Kind: t.Kind, TenantID: t.TenantID, AgentID: t.AgentID, openCommand: t.OpenCommand}
 	if t.Kind == store.KindAgent && !t.AgentActive {
 		return Principal{}, errUnauthorized
 	}

@@ -353,13 +353,14 @@ func (s *SQL) CreateToken(ctx context.Context, t Token) error {
 
 func (s *SQL) GetTokenForAuth(ctx context.Context, id string) (Token, error) {
 	var t Token
-	var dis, active int
+	var dis, active, open int
 	var exp, c int64
 	err := s.queryRow(ctx, `SELECT t.id, t.tenant_id, t.kind, t.name, t.agent_id, t.salt, t.hash, t.disabled, t.expires_at, t.created_at,
-		CASE WHEN a.id IS NOT NULL AND a.disabled = 0 THEN 1 ELSE 0 END
+		CASE WHEN a.id IS NOT NULL AND a.disabled = 0 THEN 1 ELSE 0 END,
+		CASE WHEN a.id IS NOT NULL AND EXISTS (SELECT 1 FROM commands c WHERE c.agent_id = a.id AND c.tenant_id = a.tenant_id AND c.done = 0) THEN 1 ELSE 0 END
 		FROM tokens t LEFT JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id WHERE t.id = ?`, id).
-		Scan(&t.ID, &t.TenantID, &t.Kind, &t.Name, &t.AgentID, &t.Salt, &t.Hash, &dis, &exp, &c, &active)
-	t.Disabled, t.ExpiresAt, t.CreatedAt, t.AgentActive = dis != 0, fromNS(exp), fromNS(c), active != 0
+		Scan(&t.ID, &t.TenantID, &t.Kind, &t.Name, &t.AgentID, &t.Salt, &t.Hash, &dis, &exp, &c, &active, &open)
+	t.Disabled, t.ExpiresAt, t.CreatedAt, t.AgentActive, t.OpenCommand = dis != 0, fromNS(exp), fromNS(c), active != 0, open != 0
 	return t, mapErr(err)
 }
 
@@ -481,20 +482,33 @@ func (s *SQL) Heartbeat(ctx context.Context, tenantID, agentID string, at time.T
 	return n > 0, mapErr(err)
 }
 
+// hbChunk bounds the rows of one batched UPDATE.
+const hbChunk = 400 // SQLite allows at most 500 terms in a compound SELECT
+
 func (s *SQL) HeartbeatBatch(ctx context.Context, hs []HeartbeatUpdate) error {
 	if len(hs) == 0 {
 		return nil
 	}
-	st, err := s.prepared(ctx, s.w, &s.wstmts, `UPDATE agents SET last_heartbeat = ?, status = ?, metrics = ? WHERE id = ? AND tenant_id = ? AND last_heartbeat < ?`)
-	if err != nil {
-		return err
-	}
+	// One UPDATE ... FROM (SELECT ... UNION ALL ...) per chunk: a round trip per chunk
+	// rather than per agent. Both databases support the form.
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		ts := tx.StmtContext(ctx, st)
-		for _, h := range hs {
-			if _, err := ts.ExecContext(ctx, ns(h.At), h.Status, jsonText(h.Metrics), h.AgentID, h.TenantID, ns(h.At)); err != nil {
+		for len(hs) > 0 {
+			n := min(len(hs), hbChunk)
+			var b strings.Builder
+			args := make([]any, 0, 5*n)
+			b.WriteString(`UPDATE agents SET last_heartbeat = v.at, status = v.status, metrics = v.metrics FROM (`)
+			for i, h := range hs[:n] {
+				if i > 0 {
+					b.WriteString(" UNION ALL ")
+				}
+				b.WriteString(`SELECT CAST(? AS TEXT) AS id, CAST(? AS TEXT) AS tenant_id, CAST(? AS BIGINT) AS at, CAST(? AS TEXT) AS status, CAST(? AS TEXT) AS metrics`)
+				args = append(args, h.AgentID, h.TenantID, ns(h.At), h.Status, jsonText(h.Metrics))
+			}
+			b.WriteString(`) AS v WHERE agents.id = v.id AND agents.tenant_id = v.tenant_id AND agents.last_heartbeat < v.at`)
+			if _, err := tx.ExecContext(ctx, s.rebind(b.String()), args...); err != nil {
 				return err
 			}
+			hs = hs[n:]
 		}
 		return nil
 	})

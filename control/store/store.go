@@ -48,6 +48,9 @@ type Token struct {
 	// AgentActive is set by GetTokenForAuth: the token's agent exists in
 	// its tenant and is enabled.
 	AgentActive bool `json:"-"`
+	// OpenCommand is set by GetTokenForAuth for agent tokens: the agent has
+	// an unfinished command (saves heartbeats a second query).
+	OpenCommand bool `json:"-"`
 }
 
 // Agent is a data plane registered with the control plane.
@@ -189,7 +192,7 @@ type Store interface {
 
 	CreateToken(ctx context.Context, t Token) error
 	// GetTokenForAuth loads any token by id, for authentication only,
-	// with AgentActive set in one query.
+	// with AgentActive and OpenCommand set, in one query.
 	GetTokenForAuth(ctx context.Context, id string) (Token, error)
 	GetToken(ctx context.Context, tenantID, id string) (Token, error)
 	ListTokens(ctx context.Context, tenantID string) ([]Token, error)

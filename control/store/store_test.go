@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -255,6 +256,28 @@ func TestHeartbeatBatch(t *testing.T) {
 		}
 		if open, _ = s.HasOpenCommand(ctx, "tb", "ag"); open {
 			t.Fatal("other tenant sees the command")
+		}
+	})
+}
+
+func TestHeartbeatBatchChunks(t *testing.T) {
+	storetest.EachStore(t, func(t *testing.T, s *store.SQL) {
+		ctx := context.Background()
+		var hs []store.HeartbeatUpdate
+		for i := 0; i < 450; i++ { // more than one chunk
+			id := fmt.Sprintf("ag%d", i)
+			mustNil(t, s.CreateAgent(ctx, store.Agent{ID: id, TenantID: "ta", Name: id, CreatedAt: t0}))
+			hs = append(hs, store.HeartbeatUpdate{TenantID: "ta", AgentID: id, At: t0.Add(time.Duration(i+1) * time.Second), Status: "s"})
+		}
+		mustNil(t, s.HeartbeatBatch(ctx, hs))
+		as, err := s.ListAgents(ctx, "ta")
+		mustNil(t, err)
+		for _, a := range as {
+			var i int
+			fmt.Sscanf(a.ID, "ag%d", &i)
+			if a.Status != "s" || !a.LastHeartbeat.Equal(t0.Add(time.Duration(i+1)*time.Second)) {
+				t.Fatalf("agent %s: %+v", a.ID, a)
+			}
 		}
 	})
 }
