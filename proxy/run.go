@@ -32,7 +32,7 @@ type RunConfig struct {
 	StateDir        string // default /var/lib/cagent
 	TransparentHTTP string // optional port-80 listener
 	TransparentTLS  string // optional port-443 listener
-	AuditLog        string // default <state-dir>/audit/proxy.jsonl
+	AuditLog        string // one file; default: rotating <state-dir>/audit/audit-<time>.jsonl
 	LogFormat       string // text (default) or json; json also writes audit events to Stdout
 	Agent           string
 
@@ -105,23 +105,6 @@ func Run(ctx context.Context, rc RunConfig) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 
-	auditPath := rc.AuditLog
-	if auditPath == "" {
-		auditPath = filepath.Join(rc.StateDir, "audit", "proxy.jsonl")
-		if err := os.MkdirAll(filepath.Dir(auditPath), 0o700); err != nil {
-			return fmt.Errorf("audit dir: %w", err)
-		}
-	}
-	fileSink, err := audit.OpenFile(auditPath)
-	if err != nil {
-		return err
-	}
-	defer fileSink.Close()
-	var sink audit.Sink = fileSink
-	if rc.LogFormat == "json" {
-		sink = audit.Multi(fileSink, audit.NewWriter(rc.Stdout, "", nil))
-	}
-
 	secrets := rc.Secrets
 	if secrets == nil {
 		if st, err := secretstore.Open(rc.StateDir); err != nil {
@@ -132,7 +115,11 @@ func Run(ctx context.Context, rc RunConfig) error {
 	}
 
 	var px atomic.Pointer[Proxy]
+	var rot atomic.Pointer[audit.Rotating]
 	w, err := policywatch.Watch(ctx, rc.ConfigPath, logger, func(pol *policy.Policy) {
+		if r := rot.Load(); r != nil {
+			r.SetLimits(int64(pol.Audit.MaxSize), pol.Audit.Retention.D())
+		}
 		if p := px.Load(); p != nil {
 			p.SetPolicy(pol)
 		}
@@ -147,6 +134,35 @@ func Run(ctx context.Context, rc RunConfig) error {
 		return fmt.Errorf("policy %s: %w", rc.ConfigPath, err)
 	}
 	defer w.Close()
+
+	// Audit: one file with --audit-log, else rotating files under
+	// <state-dir>/audit sized and kept as the policy's audit section says.
+	var fileSink interface {
+		audit.Sink
+		Close() error
+	}
+	auditPath := rc.AuditLog
+	if auditPath != "" {
+		fs, err := audit.OpenFile(auditPath)
+		if err != nil {
+			return err
+		}
+		fileSink = fs
+	} else {
+		pol := w.Current()
+		auditPath = filepath.Join(rc.StateDir, "audit")
+		r, err := audit.OpenRotating(audit.RotatingConfig{Dir: auditPath, MaxSize: int64(pol.Audit.MaxSize), Retention: pol.Audit.Retention.D()})
+		if err != nil {
+			return err
+		}
+		rot.Store(r)
+		fileSink = r
+	}
+	defer fileSink.Close()
+	var sink audit.Sink = fileSink
+	if rc.LogFormat == "json" {
+		sink = audit.Multi(fileSink, audit.NewWriter(rc.Stdout, "", nil))
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

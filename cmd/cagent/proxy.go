@@ -19,7 +19,8 @@ The policy file is reloaded on SIGHUP and whenever it changes; an invalid
 file is rejected with its errors logged and the running policy stays.
 /healthz, /readyz and /metrics are served on --admin only, never on the
 sandbox-facing listeners. Audit events are appended, hash-chained, to
---audit-log (default <state-dir>/audit/proxy.jsonl); with --log-format json
+--audit-log, or else to rotating files under <state-dir>/audit/ (sized and
+kept as the policy's audit: section says); with --log-format json
 they are also written to stdout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -34,7 +35,7 @@ they are also written to stdout.`,
 	f.StringVar(&rc.StateDir, "state-dir", "/var/lib/cagent", "directory for the CA, byte budgets and audit logs")
 	f.StringVar(&rc.TransparentHTTP, "transparent-http", "", "transparent HTTP listener (traffic redirected from port 80, routed by Host)")
 	f.StringVar(&rc.TransparentTLS, "transparent-tls", "", "transparent TLS listener (traffic redirected from port 443, routed by SNI)")
-	f.StringVar(&rc.AuditLog, "audit-log", "", "audit log file (default <state-dir>/audit/proxy.jsonl)")
+	f.StringVar(&rc.AuditLog, "audit-log", "", "audit log file (default: rotating files under <state-dir>/audit/)")
 	f.StringVar(&rc.LogFormat, "log-format", "text", "text or json (json also writes audit events to stdout)")
 	f.StringVar(&rc.Agent, "agent", "", "agent name recorded in audit events")
 	cmd.MarkFlagRequired("config")
