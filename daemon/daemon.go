@@ -278,6 +278,9 @@ func (d *Daemon) reconcile(ctx context.Context) {
 	// state change checks that st is still the current stack: Stop, Wipe
 	// or Restart may have replaced it while we were checking.
 	if err := st.long.Healthy(); err != nil {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
 		d.mu.Lock()
 		if d.stack != st {
 			d.mu.Unlock()

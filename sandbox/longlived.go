@@ -131,7 +131,11 @@ func CreateLong(ctx context.Context, lc LongConfig) (_ *Long, err error) {
 }
 
 func (l *Long) state() (string, error) {
-	out, err := exec.Command(l.bin, append(l.global, "state", l.r.lease.container())...).Output()
+	cmd := exec.Command(l.bin, append(l.global, "state", l.r.lease.container())...)
+	// Own process group: a Ctrl-C meant for the daemon must not make a
+	// health check fail.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.Output()
 	if err != nil {
 		return "", err
 	}
