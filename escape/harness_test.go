@@ -97,6 +97,9 @@ func newEnv(t *testing.T) *env {
 	}
 	testutil.RequireCommand(t, "go")
 	e := &env{probeDir: buildProbe(t), results: &results{}}
+	// The credential is in this (the data plane's) environment, as with
+	// `env:` credentials in production: nothing of it may reach a sandbox.
+	t.Setenv("CAGENT_ESCAPE_KEY", secretValue)
 	e.inet = fakeinet.Start(t, fakeinet.Options{Records: map[string][]netip.Addr{
 		"loop.test": {netip.MustParseAddr("127.0.0.1")},
 		"meta.test": {netip.MustParseAddr("169.254.169.254")},

@@ -25,13 +25,7 @@ func (e *env) services(t *testing.T, onGateway func(sandbox.Gateway)) func(sandb
 		// One proxy state directory per concurrent sandbox: a proxy locks
 		// its byte-budget file.
 		p, err := proxy.New(proxy.Config{Policy: e.pol, StateDir: filepath.Join(e.state, "proxy", g.ID), Logger: log,
-			Agent: g.Agent, Upstreams: up, RootCAs: e.inet.CAPool,
-			LookupEnv: func(k string) (string, bool) {
-				if k == "CAGENT_ESCAPE_KEY" {
-					return secretValue, true
-				}
-				return "", false
-			}})
+			Agent: g.Agent, Upstreams: up, RootCAs: e.inet.CAPool})
 		if err != nil {
 			return nil, err
 		}

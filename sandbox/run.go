@@ -338,6 +338,9 @@ func (r *run) exec(ctx context.Context) (int, error) {
 	bin, global := runtimeCmd(c.Runtime, c.RuncPath, c.RunscPath, r.sbDir)
 	cmd := exec.Command(bin, append(global, "run", "--bundle", r.bundle, l.container())...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
+	// The runtime gets none of this process's environment (which may hold
+	// credentials the proxy injects); the sandbox's own comes from the spec.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	// `runtime run` removes its container when it returns; only a runtime
 	// that was killed or failed to start can leave one behind.
 	leftover := true
@@ -346,7 +349,11 @@ func (r *run) exec(ctx context.Context) (int, error) {
 			r.deleteContainer(bin, global)
 		}
 	})
-	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: c.Agent, Action: "start",
+	agent := c.Agent
+	if agent == "" {
+		agent = l.ID
+	}
+	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: agent, Action: "start",
 		Detail: map[string]string{"id": l.ID, "runtime": c.Runtime, "address": l.Addr.String()}})
 	r.log.Info("sandbox starting", "id", l.ID, "runtime", c.Runtime, "addr", l.Addr)
 	if err := cmd.Start(); err != nil {
@@ -378,7 +385,7 @@ loop:
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Exited() && killTimer == nil {
 		leftover = false
 	}
-	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: c.Agent, Action: "exit",
+	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeSandbox, Agent: agent, Action: "exit",
 		Detail: map[string]string{"id": l.ID, "runtime": c.Runtime, "exit_code": strconv.Itoa(code)}})
 	r.log.Info("sandbox exited", "id", l.ID, "code", code, "duration", c.Now().Sub(r.started))
 	if code < 0 {

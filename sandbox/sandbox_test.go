@@ -350,3 +350,68 @@ func TestHelperRun(t *testing.T) {
 	}
 	Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: RuntimeRunc, StateDir: state, Args: []string{"/bin/sleep", "60"}})
 }
+
+// TestWindowSizeFollows runs a sandbox on a real controlling terminal (a
+// helper process started on a pty) and resizes the terminal while the
+// command runs: the command sees the new size.
+func TestWindowSizeFollows(t *testing.T) {
+	for _, rt := range runtimesFor(t) {
+		t.Run(rt, func(t *testing.T) { windowSizeFollows(t, rt) })
+	}
+}
+
+func windowSizeFollows(t *testing.T, runtime string) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperTTY$")
+	cmd.Env = append(os.Environ(), "CAGENT_HELPER_TTY_STATE="+t.TempDir(), "CAGENT_HELPER_TTY_RUNTIME="+runtime)
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 20, Cols: 70})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	var mu sync.Mutex
+	var out bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			mu.Lock()
+			out.Write(buf[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	seen := func(s string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), s) }
+	deadline := time.Now().Add(20 * time.Second)
+	for !seen("size1=20 70") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 41, Cols: 123}); err != nil {
+		t.Fatal(err)
+	}
+	for !seen("size2=") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Wait()
+	ptmx.Close()
+	<-done
+	if !seen("size1=20 70") || !seen("size2=41 123") {
+		mu.Lock()
+		t.Errorf("window size did not follow:\n%q", out.String())
+		mu.Unlock()
+	}
+}
+
+func TestHelperTTY(t *testing.T) {
+	state := os.Getenv("CAGENT_HELPER_TTY_STATE")
+	if state == "" {
+		t.Skip("helper for TestWindowSizeFollows")
+	}
+	rows, cols, _ := pty.Getsize(os.Stdin)
+	Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: os.Getenv("CAGENT_HELPER_TTY_RUNTIME"), StateDir: state,
+		Terminal: true, Rows: uint(rows), Cols: uint(cols), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Args: []string{"/bin/sh", "-c", `s=$(stty size); echo "size1=$s"; i=0; while [ "$(stty size)" = "$s" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo "size2=$(stty size)"`}})
+}
