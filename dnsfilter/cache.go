@@ -8,7 +8,7 @@ import (
 )
 
 // DefaultCacheSize bounds the answer cache when Config.CacheSize is 0.
-const DefaultCacheSize = 10000
+const DefaultCacheSize = 4096
 
 type cacheKey struct {
 	name  string // normalized: lower case, no trailing dot

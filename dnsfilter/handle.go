@@ -229,7 +229,7 @@ func (q *query) answer() {
 		}
 	}
 
-	c, err := f.lookup(st, host, qtype)
+	c, hit, err := f.lookup(st, host, qtype)
 	if err != nil {
 		code, ede := errUpstream, uint16(dns.ExtendedErrorCodeNetworkError)
 		var ne net.Error
@@ -248,7 +248,11 @@ func (q *query) answer() {
 		q.ev.Error, q.ev.Reason = errUpstream, "upstream answered "+dns.RcodeToString[c.rcode]
 		return
 	}
-	q.fastOK = &fastInfo{entry: c, charge: true, reg: reg, host: host}
+	if hit {
+		// Asked before: worth a template. (Names asked once, the bulk of
+		// a tunnelling or crawling stream, never make one.)
+		q.fastOK = &fastInfo{entry: c, charge: true, reg: reg, host: host}
+	}
 	if gateway {
 		q.gatewayAnswer(c, host, qtype, d)
 	} else {
@@ -415,11 +419,11 @@ func sameName(owner, host string) bool {
 
 // lookup returns the upstream answer for host, from the cache or from one
 // exchange shared by every concurrent asker.
-func (f *Filter) lookup(st *state, host string, qtype uint16) (*cached, error) {
+func (f *Filter) lookup(st *state, host string, qtype uint16) (c *cached, hit bool, err error) {
 	k := cacheKey{host, qtype}
 	if c := f.cache.get(k, f.now()); c != nil {
 		f.met.cacheHit.Inc()
-		return c, nil
+		return c, true, nil
 	}
 	f.met.cache.WithLabelValues("miss").Inc()
 	v, err, _ := f.flight.Do(host+"/"+strconv.Itoa(int(qtype)), func() (any, error) {
@@ -445,9 +449,9 @@ func (f *Filter) lookup(st *state, host string, qtype uint16) (*cached, error) {
 		return c, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return v.(*cached), nil
+	return v.(*cached), false, nil
 }
 
 // toCached keeps the records the filter may serve (A and CNAME of class
