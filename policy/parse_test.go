@@ -408,6 +408,7 @@ func TestErrors(t *testing.T) {
 		{"wildcard TLD", "domains:\n  - domain: \"*.com\"\n", []wantErr{{2, 13, `invalid wildcard "*.com": "com" is a public suffix`}}},
 		{"wildcard public suffix", "domains:\n  - domain: \"*.co.uk\"\n", []wantErr{{2, 13, `"co.uk" is a public suffix`}}},
 		{"wildcard private public suffix", "domains: [{domain: \"*.github.io\"}]\n", []wantErr{{1, 20, `"github.io" is a public suffix`}}},
+		{"wildcard over S3", "domains: [{domain: \"*.s3.amazonaws.com\"}, {domain: \"*.githubusercontent.com\"}]\n", []wantErr{{1, 20, `"s3.amazonaws.com" is a public suffix`}, {1, 52, `"githubusercontent.com" is a public suffix`}}},
 		{"wildcard in the middle", "domains:\n  - domain: a.*.b\n", []wantErr{{2, 13, `invalid wildcard "a.*.b": only a leading "*." is allowed`}}},
 		{"bare star", "domains:\n  - domain: \"*\"\n", []wantErr{{2, 13, `invalid wildcard "*"`}}},
 		{"double wildcard", "domains: [{domain: \"*.*.example.com\"}]\n", []wantErr{{1, 20, `invalid wildcard`}}},
