@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cagent-dev/cagent/internal/testutil"
+)
+
+func execCagent(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestRunCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("domainz: []\n"), 0o644)
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("domains:\n  - domain: example.test\n"), 0o644)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"invalid policy", []string{"run", "--config", bad, "--", "true"}, "invalid policy"},
+		{"missing policy", []string{"run", "--config", filepath.Join(dir, "nope.yaml"), "--", "true"}, "nope.yaml"},
+		{"no command", []string{"run", "--config", good}, "requires at least 1 arg"},
+		{"bad upstream", []string{"run", "--config", good, "--upstream-dns", "not an ip", "--", "true"}, "--upstream-dns"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := execCagent(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error()+out, tc.want) {
+				t.Fatalf("err %v, output %q: want %q", err, out, tc.want)
+			}
+		})
+	}
+}
+
+func TestRunCommand(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	// The DNS upstream is a loopback address nothing listens on: the
+	// command makes no lookups, and nothing may query the host's resolver.
+	os.WriteFile(pol, []byte("dns:\n  upstream: [127.0.0.77:5300]\ndomains:\n  - domain: example.test\n"), 0o644)
+	ws := filepath.Join(dir, "ws")
+	state := filepath.Join(dir, "state")
+	t.Run("workspace missing", func(t *testing.T) {
+		_, err := execCagent(t, "run", "--config", pol, "--state-dir", state, "--runtime", "runc", "--workspace", ws, "--", "true")
+		if err == nil || !strings.Contains(err.Error(), "workspace directory does not exist") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	os.Mkdir(ws, 0o777)
+	os.Chmod(ws, 0o777)
+	t.Run("exit status", func(t *testing.T) {
+		out, err := execCagent(t, "run", "--config", pol, "--state-dir", state, "--runtime", "runc", "--workspace", ws,
+			"--", "/bin/sh", "-c", `echo "$HTTPS_PROXY" > /workspace/proxy; exit 3`)
+		var ee exitError
+		if !errors.As(err, &ee) || ee.code != 3 {
+			t.Fatalf("err = %v (%s), want exit status 3", err, out)
+		}
+		b, _ := os.ReadFile(filepath.Join(ws, "proxy"))
+		if !strings.HasPrefix(string(b), "http://10.209.") || !strings.HasSuffix(strings.TrimSpace(string(b)), ":3128") {
+			t.Errorf("HTTPS_PROXY inside = %q", b)
+		}
+	})
+	t.Run("audit events and no per-run leftovers", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(state, "audit", "run.jsonl"))
+		if err != nil || !strings.Contains(string(b), `"type":"sandbox"`) || !strings.Contains(string(b), `"exit_code":"3"`) {
+			t.Errorf("audit log: %v\n%s", err, b)
+		}
+		ents, _ := os.ReadDir(filepath.Join(state, "agents"))
+		if len(ents) != 0 {
+			t.Errorf("ephemeral agent state left: %v", ents)
+		}
+	})
+	t.Run("gc", func(t *testing.T) {
+		if out, err := execCagent(t, "gc", "--state-dir", state); err != nil || out != "" {
+			t.Errorf("gc after clean runs: %q %v", out, err)
+		}
+	})
+}
