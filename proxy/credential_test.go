@@ -3,9 +3,12 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -205,4 +208,43 @@ func TestSecretNeverLeaks(t *testing.T) {
 	if !strings.Contains(events.String(), "env:TEST_KEY") {
 		t.Error("events do not name the credential")
 	}
+}
+
+// TestUpstreamCertificateVerified: aliases and intercepted requests verify
+// the upstream's certificate, against Config.RootCAs or proxy.ca_bundle.
+func TestUpstreamCertificateVerified(t *testing.T) {
+	t.Run("untrusted roots", func(t *testing.T) {
+		e := newEnv(t, credPolicy, func(c *Config) { c.RootCAs = x509.NewCertPool() })
+		resp, body := e.get("http://api.devbox.local/v1/x")
+		if resp.StatusCode != 502 || decodeDenial(t, resp, body).Error != codeUpstream {
+			t.Fatalf("untrusted upstream: %d %s", resp.StatusCode, body)
+		}
+		if strings.Contains(e.logs.String(), "CAGENTTEST") {
+			t.Fatal("credential in logs")
+		}
+	})
+	t.Run("ca_bundle", func(t *testing.T) {
+		// The bundle starts empty (every upstream certificate fails); then
+		// it holds the upstream's CA, then a foreign CA. Each SetPolicy builds
+		// a new state, which reads the bundle again.
+		bundle := filepath.Join(t.TempDir(), "roots.pem")
+		os.WriteFile(bundle, nil, 0o600)
+		withBundle := credPolicy + "proxy: {ca_bundle: " + bundle + "}\n"
+		e := newEnv(t, withBundle, func(c *Config) { c.RootCAs = nil })
+		if resp, _ := e.get("http://api.devbox.local/v1/x"); resp.StatusCode != 502 {
+			t.Fatalf("empty ca_bundle: %d", resp.StatusCode)
+		}
+		os.WriteFile(bundle, e.pki.pem(), 0o600)
+		e.p.SetPolicy(e.policy(withBundle))
+		resp, body := e.get("http://api.devbox.local/v1/x")
+		if resp.StatusCode != 200 {
+			t.Fatalf("with ca_bundle: %d %s", resp.StatusCode, body)
+		}
+		os.WriteFile(bundle, newPKI(t).pem(), 0o600)
+		e.p.SetPolicy(e.policy(withBundle))
+		resp, body = e.get("http://api.devbox.local/v1/x")
+		if resp.StatusCode != 502 {
+			t.Fatalf("with a foreign ca_bundle: %d %s", resp.StatusCode, body)
+		}
+	})
 }

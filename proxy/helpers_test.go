@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -117,6 +118,8 @@ type testPKI struct {
 	server tls.Certificate
 }
 
+func (p *testPKI) pem() []byte { return p.caPEM }
+
 func newPKI(t testing.TB) *testPKI {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -144,7 +147,8 @@ func newPKI(t testing.TB) *testPKI {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	return &testPKI{pool: pool, server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return &testPKI{pool: pool, caPEM: caPEM, server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
 }
 
 // echoed is what the echo server saw.
