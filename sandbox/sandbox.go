@@ -108,7 +108,7 @@ type Config struct {
 
 // Error kinds that callers (cagent run) may want to tell apart.
 var (
-	ErrNotRoot          = errors.New("cagent run needs root (it creates network namespaces and nftables rules): run it with sudo")
+	ErrNotRoot          = errors.New("sandboxes need root (cagent creates network namespaces and nftables rules): run it with sudo")
 	ErrRuntimeMissing   = errors.New("container runtime not installed")
 	ErrWorkspaceMissing = errors.New("workspace directory does not exist")
 )

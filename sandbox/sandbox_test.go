@@ -142,7 +142,8 @@ func TestRunExitStatusAndCleanup(t *testing.T) {
 			code, err := Run(context.Background(), Config{Policy: testPolicy(t, "  hostname: box\n"), Runtime: rt, StateDir: state, Workspace: ws, NewServices: tr.services,
 				Args: []string{"/bin/sh", "-c", `echo out; echo err >&2; hostname; id -u; pwd; cat /etc/resolv.conf; ` +
 					`echo hi > /workspace/f; touch /usr/x 2>/dev/null && echo ROOT-WRITABLE; ` +
-					`touch /tmp/x && echo tmp-ok; read line; echo "in:$line"; exit 5`},
+					`touch /tmp/x && echo tmp-ok; echo "v6off:$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null || echo none)"; ` +
+					`read line; echo "in:$line"; exit 5`},
 				Stdin: strings.NewReader("hello\n"), Stdout: &out, Stderr: &out})
 			if err != nil {
 				t.Fatal(err)
@@ -155,6 +156,10 @@ func TestRunExitStatusAndCleanup(t *testing.T) {
 				if !strings.Contains(s, want) {
 					t.Errorf("output lacks %q:\n%s", want, s)
 				}
+			}
+			// gVisor has no IPv6 sysctl; runc sees the netns's own.
+			if rt == RuntimeRunc && !strings.Contains(s, "v6off:1") {
+				t.Errorf("IPv6 not disabled in the sandbox's namespace:\n%s", s)
 			}
 			if strings.Contains(s, "ROOT-WRITABLE") {
 				t.Errorf("root filesystem is writable")
