@@ -31,29 +31,36 @@ type fixture struct {
 	dir  string
 	ws   string
 	path string
+	rt   string
 }
 
-func policyYAML(in *fakeinet.Internet, ws string, extra string) string {
+func policyYAML(in *fakeinet.Internet, runtime, ws string, extra string) string {
 	return fmt.Sprintf(`dns:
   upstream: [%s]
 domains:
   - domain: web.test
     allow_private: true
 %ssandbox:
-  runtime: runc
+  runtime: %s
   workspace: %s
   subnet_pool: 10.209.96.0/20
-`, in.DNS, extra, ws)
+`, in.DNS, extra, runtime, ws)
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureRuntime(t, "runc") }
+
+func newFixtureRuntime(t *testing.T, runtime string) *fixture {
 	t.Helper()
 	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc")
+	if runtime == "gvisor" {
+		testutil.RequireCommand(t, "runsc")
+	} else {
+		testutil.RequireCommand(t, "runc")
+	}
 	testutil.RequireCommand(t, "curl")
 	in := fakeinet.Start(t, fakeinet.Options{})
 	dir := t.TempDir()
-	f := &fixture{t: t, in: in, dir: dir, ws: filepath.Join(dir, "ws"), path: filepath.Join(dir, "cagent.yaml")}
+	f := &fixture{t: t, in: in, rt: runtime, dir: dir, ws: filepath.Join(dir, "ws"), path: filepath.Join(dir, "cagent.yaml")}
 	if err := os.Mkdir(f.ws, 0o777); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +93,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) write(extra string) {
 	f.t.Helper()
 	tmp := f.path + ".new"
-	if err := os.WriteFile(tmp, []byte(policyYAML(f.in, f.ws, extra)), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(policyYAML(f.in, f.rt, f.ws, extra)), 0o644); err != nil {
 		f.t.Fatal(err)
 	}
 	if err := os.Rename(tmp, f.path); err != nil {
@@ -165,7 +172,12 @@ func (f *fixture) event(match func(e *audit.Event) bool) *audit.Event {
 }
 
 func TestAgentTrafficIsEnforcedAndAudited(t *testing.T) {
-	f := newFixture(t)
+	for _, rt := range []string{"runc", "gvisor"} {
+		t.Run(rt, func(t *testing.T) { testAgentTraffic(t, newFixtureRuntime(t, rt)) })
+	}
+}
+
+func testAgentTraffic(t *testing.T, f *fixture) {
 	if got := f.curl("http://web.test/hello"); got != "200" {
 		t.Fatalf("allowed via explicit proxy: %s", got)
 	}
