@@ -82,7 +82,8 @@ func checkDNSName(h string) error {
 	if len(h) > 253 {
 		return errors.New("longer than 253 characters")
 	}
-	for _, label := range strings.Split(h, ".") {
+	for rest := h; ; {
+		label, tail, more := strings.Cut(rest, ".")
 		if label == "" {
 			return errors.New("empty label")
 		}
@@ -98,8 +99,11 @@ func checkDNSName(h string) error {
 				return fmt.Errorf("character %q not allowed", c)
 			}
 		}
+		if !more {
+			return nil
+		}
+		rest = tail
 	}
-	return nil
 }
 
 // ParseIPHost reports whether h (without port, brackets allowed) is an IP

@@ -119,6 +119,7 @@ func unhex(c byte) byte {
 type pathRule struct {
 	pattern string // as written, reported as the rule
 	value   string // normalized, without the trailing '*'
+	lower   string // value in lower case, for denied_paths
 	prefix  bool
 }
 
@@ -141,7 +142,7 @@ func parsePathRule(raw string) (pathRule, error) {
 	if strings.HasSuffix(v, "/") && !strings.HasSuffix(n, "/") {
 		n += "/"
 	}
-	return pathRule{pattern: raw, value: n, prefix: prefix}, nil
+	return pathRule{pattern: raw, value: n, lower: strings.ToLower(n), prefix: prefix}, nil
 }
 
 // allows reports whether an allowed_paths rule admits the normalized path p.
@@ -160,8 +161,9 @@ func (r pathRule) allows(p string) bool {
 // path parameters are ignored ("/admin;x" is "/admin" to Java servers), a
 // trailing slash does not matter, and "/x/*" also covers "/x" itself.
 func (r pathRule) denies(p string) bool {
-	v := strings.ToLower(r.value)
-	for _, q := range []string{strings.ToLower(p), strings.ToLower(stripParams(p))} {
+	v := r.lower
+	low := strings.ToLower(p)
+	for _, q := range []string{low, stripParams(low)} {
 		if r.prefix {
 			if strings.HasPrefix(q, v) || (strings.HasSuffix(v, "/") && q == strings.TrimSuffix(v, "/")) {
 				return true
