@@ -6,6 +6,7 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,10 @@ type Config struct {
 	DB      string
 	Listen  string
 	DataDir string
+	// TLSCert and TLSKey, when set, serve HTTPS. Without them, put the
+	// server behind a TLS-terminating proxy (and list it in TrustedProxies).
+	TLSCert string
+	TLSKey  string
 	// TokenKeyFile and SecretKeyFile default to files in DataDir; the
 	// environment variables above take precedence when set.
 	TokenKeyFile  string
@@ -79,6 +84,9 @@ func (c *Config) Validate() error {
 	}
 	if !strings.HasPrefix(c.DB, "sqlite:") && !strings.HasPrefix(c.DB, "postgres://") && !strings.HasPrefix(c.DB, "postgresql://") {
 		return fmt.Errorf("db %q: use sqlite:PATH or postgres://...", c.DB)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("set both TLS certificate and key, or neither")
 	}
 	if c.TokenKeyFile == "" {
 		c.TokenKeyFile = filepath.Join(c.DataDir, "token.key")
@@ -177,9 +185,20 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 	defer srv.Close() // before the store closes: writes buffered heartbeats
+	var tlsConf *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
+	}
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
 	}
 	hs := &http.Server{
 		Handler:           srv.Handler(),
@@ -190,7 +209,10 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	cfg.Logger.Info("control plane listening", "addr", ln.Addr().String(), "db", redactDSN(cfg.DB))
+	cfg.Logger.Info("control plane listening", "addr", ln.Addr().String(), "db", redactDSN(cfg.DB), "tls", cfg.TLSCert != "")
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() && cfg.TLSCert == "" {
+		cfg.Logger.Warn("serving plain HTTP on a non-loopback address: tokens cross the network in clear unless a TLS proxy fronts this server")
+	}
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr())
 	}

@@ -3,6 +3,14 @@ package control_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"encoding/json"
 	"io"
 	"net"
@@ -206,5 +214,39 @@ func TestConfigValidate(t *testing.T) {
 	c := control.Config{DataDir: "/d"}
 	if err := c.Validate(); err != nil || c.DB != "sqlite:/d/control.db" || c.Listen != "127.0.0.1:8090" {
 		t.Fatalf("defaults: %+v %v", c, err)
+	}
+}
+
+func TestServeTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cp.test"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	var out syncBuf
+	base, _ := start(t, control.Config{DataDir: dir, Stdout: &out, TLSCert: certFile, TLSKey: keyFile})
+	pool := x509.NewCertPool()
+	c, _ := x509.ParseCertificate(der)
+	pool.AddCert(c)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	res, err := hc.Get(strings.Replace(base, "http://", "https://", 1) + "/api/v1/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if err := control.Run(context.Background(), control.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", TLSCert: keyFile, TLSKey: keyFile, Stdout: io.Discard}); err == nil {
+		t.Fatal("bad certificate accepted")
 	}
 }
