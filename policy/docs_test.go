@@ -15,7 +15,7 @@ type docBlock struct {
 	text string
 }
 
-func docBlocks(t *testing.T, path string) (string, []docBlock) {
+func docBlocks(t testing.TB, path string) (string, []docBlock) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/url"
 	"os"
+	"path/filepath"
 	"path"
 	"strings"
 	"testing"
@@ -16,8 +17,21 @@ import (
 // file; an accepted policy validates again, and survives a round trip through
 // YAML unchanged.
 func FuzzParse(f *testing.F) {
-	if b, err := os.ReadFile("../examples/cagent.yaml"); err == nil {
-		f.Add(string(b))
+	examples, _ := filepath.Glob("../examples/*.yaml")
+	for _, name := range examples {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(string(b))
+		}
+	}
+	_, blocks := docBlocks(f, "../docs/configuration.md")
+	for _, b := range blocks {
+		if b.lang == "yaml" {
+			f.Add(b.text)
+		}
+	}
+	f.Add(everyKeyPolicy)
+	for _, s := range validSnippets {
+		f.Add(s)
 	}
 	for _, s := range []string{
 		seedPolicy, matchPolicy, "", "~", "{}", "[]", "mode: connected\n", "---\n---\n", "a: 1\n---\nb: 2\n",
