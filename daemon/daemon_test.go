@@ -364,3 +364,29 @@ func TestStopStaysStoppedAndWipe(t *testing.T) {
 		t.Errorf("workspace directory removed: %v", err)
 	}
 }
+
+func TestInterceptionEnabledLive(t *testing.T) {
+	f := newFixture(t)
+	// The sandbox trusts the data plane's CA from the start, so turning on
+	// interception later needs no restart.
+	out, _ := f.sh(`test -s /run/cagent/ca.pem && echo "$SSL_CERT_FILE"`)
+	if strings.TrimSpace(out) == "" {
+		t.Fatalf("CA not installed: %q", out)
+	}
+	// Not intercepted: a plain tunnel, the agent sees the upstream's own
+	// certificate (from the fake internet's test CA, hence -k).
+	if got := f.curl("-k https://web.test/"); got != "200" {
+		t.Fatalf("https tunnel: %s", got)
+	}
+	f.write("  - domain: api.test\n    allow_private: true\n    tls_intercept: true\n    allowed_paths: [/ok/*]\n")
+	f.waitFor("policy applied", func() bool { return f.d.Policy().Lookup("api.test") != nil })
+	if got := f.curl("https://api.test/ok/x"); got != "200" {
+		t.Errorf("intercepted allowed path: %s", got)
+	}
+	if got := f.curl("https://api.test/secret"); got != "403" {
+		t.Errorf("intercepted denied path: %s", got)
+	}
+	if e := f.event(func(e *audit.Event) bool { return e.Host == "api.test" && e.Intercepted && e.Path == "/ok/x" }); e == nil {
+		t.Error("no intercepted event")
+	}
+}

@@ -75,6 +75,7 @@ func (d *Daemon) newStack(ctx context.Context, p *policy.Policy) (*stack, error)
 			Logger: d.log, Audit: d.sink, Now: d.cfg.Now,
 		},
 		CACertPEM: px.CACertPEM(),
+		TrustCA:   true,
 	})
 	if err != nil {
 		px.Close()

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/policy"
 	"github.com/creack/pty"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -32,8 +33,11 @@ import (
 type LongConfig struct {
 	Config
 	// CACertPEM is the proxy's CA, installed in the sandbox's trust store
-	// when the policy intercepts TLS.
+	// when the policy intercepts TLS, or always with TrustCA.
 	CACertPEM []byte
+	// TrustCA installs the CA even if no entry intercepts TLS yet: a
+	// long-lived sandbox outlives policy reloads that may turn it on.
+	TrustCA bool
 }
 
 // Long is a running long-lived sandbox.
@@ -67,6 +71,14 @@ var sleeper = []string{"/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sle
 // its init. Close removes everything it created.
 func CreateLong(ctx context.Context, lc LongConfig) (_ *Long, err error) {
 	cfg := lc.Config
+	if lc.TrustCA && len(lc.CACertPEM) > 0 && cfg.Policy != nil && !Intercepts(cfg.Policy) {
+		// The bundle writer installs the CA when an entry intercepts; give
+		// it a copy of the policy with one such entry (only its sandbox
+		// settings and this check read it).
+		pc := *cfg.Policy
+		pc.Domains = append([]policy.Domain{{Domain: "cagent-ca.invalid", TLSIntercept: true}}, pc.Domains...)
+		cfg.Policy = &pc
+	}
 	cfg.Args = sleeper
 	cfg.NewServices = nil
 	cfg.Terminal = false
