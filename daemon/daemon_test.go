@@ -258,6 +258,8 @@ func TestPolicyReloadLiveKeepsTunnels(t *testing.T) {
 	f.waitFor("policy applied", func() bool { return f.d.Policy().Lookup("api.test") != nil })
 	if el := time.Since(start); el > time.Second {
 		t.Errorf("policy applied after %v, want < 1s", el)
+	} else {
+		t.Logf("policy edit applied after %v", el)
 	}
 	if got := f.curl("http://api.test/"); got != "200" {
 		t.Errorf("after reload: %s", got)
