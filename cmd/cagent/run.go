@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,7 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/cagent-dev/cagent/dnsfilter"
@@ -60,7 +64,7 @@ the command's status. Needs root. Everything is removed on exit; after a crash,
 	f.StringVar(&fl.workspace, "workspace", "", "directory mounted read-write at /workspace (default: the policy's sandbox.workspace)")
 	f.StringVar(&fl.stateDir, "state-dir", "/var/lib/cagent", "directory for the CA, leases, bundles and audit logs")
 	f.StringArrayVar(&fl.upstreamDNS, "upstream-dns", nil, "upstream resolver for the DNS filter and the proxy, IP or IP:port (repeatable; default: the policy's dns.upstream, else /etc/resolv.conf)")
-	f.StringVar(&fl.auditLog, "audit-log", "", "audit log file (default <state-dir>/audit/run.jsonl)")
+	f.StringVar(&fl.auditLog, "audit-log", "", "audit log file (default <state-dir>/audit/run-<agent>.jsonl, or run-<time>-<pid>-<random>.jsonl without --agent)")
 	f.StringVar(&fl.agent, "agent", "", "agent name recorded in audit events")
 	f.BoolVarP(&fl.verbose, "verbose", "v", false, "log sandbox setup and teardown (with timings) to stderr")
 	cmd.MarkFlagRequired("config")
@@ -92,27 +96,43 @@ func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 		}
 		upstreams = append(upstreams, ap)
 	}
-	if os.Geteuid() != 0 {
-		return 0, sandbox.ErrNotRoot
+	cfg := sandbox.Config{
+		Policy: pol, Args: args, Runtime: fl.runtime, Workspace: fl.workspace,
+		StateDir: fl.stateDir, Agent: fl.agent, Logger: log,
+		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 	}
+	// Report a missing runtime, workspace or root before touching any file.
+	if err := cfg.Validate(); err != nil {
+		return 0, err
+	}
+	// A hash-chained file has one writer: each run writes its own file
+	// (run-<agent>.jsonl, or run-<time>-<pid>-<random>.jsonl if unnamed), and
+	// a lock makes two runs on one file fail instead of breaking the chain.
 	auditPath := fl.auditLog
 	if auditPath == "" {
-		auditPath = filepath.Join(fl.stateDir, "audit", "run.jsonl")
+		name := fl.agent
+		if name == "" {
+			var rnd [4]byte
+			_, _ = rand.Read(rnd[:])
+			name = time.Now().UTC().Format("20060102T150405Z") + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(rnd[:])
+		}
+		auditPath = filepath.Join(fl.stateDir, "audit", "run-"+name+".jsonl")
 	}
 	if err := os.MkdirAll(filepath.Dir(auditPath), 0o700); err != nil {
 		return 0, err
 	}
+	unlock, err := lockFile(auditPath + ".lock")
+	if err != nil {
+		return 0, fmt.Errorf("audit log %s is in use by another run (give each concurrent run its own --agent or --audit-log): %w", auditPath, err)
+	}
+	defer unlock()
 	sink, err := audit.OpenFile(auditPath)
 	if err != nil {
 		return 0, fmt.Errorf("audit log: %w", err)
 	}
 	defer sink.Close()
 
-	cfg := sandbox.Config{
-		Policy: pol, Args: args, Runtime: fl.runtime, Workspace: fl.workspace,
-		StateDir: fl.stateDir, Agent: fl.agent, Logger: log, Audit: sink,
-		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
-	}
+	cfg.Audit = sink
 	// The proxy keeps its CA and byte budgets per agent, under
 	// <state-dir>/agents/NAME; a proxy locks its budget file, so two runs
 	// of one --agent cannot overlap. A run without --agent is its own
@@ -169,4 +189,17 @@ func newGatewayServices(pol *policy.Policy, proxyDir string, upstreams []netip.A
 func stdinIsTTY(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// lockFile takes an exclusive, non-blocking lock on path (created if needed).
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
 }

@@ -80,7 +80,11 @@ func TestRunCommand(t *testing.T) {
 		}
 	})
 	t.Run("audit events and no per-run leftovers", func(t *testing.T) {
-		b, err := os.ReadFile(filepath.Join(state, "audit", "run.jsonl"))
+		files, _ := filepath.Glob(filepath.Join(state, "audit", "run-*.jsonl"))
+		if len(files) != 1 {
+			t.Fatalf("audit files %v, want one", files)
+		}
+		b, err := os.ReadFile(files[0])
 		if err != nil || !strings.Contains(string(b), `"type":"sandbox"`) || !strings.Contains(string(b), `"exit_code":"3"`) {
 			t.Errorf("audit log: %v\n%s", err, b)
 		}
@@ -94,4 +98,48 @@ func TestRunCommand(t *testing.T) {
 			t.Errorf("gc after clean runs: %q %v", out, err)
 		}
 	})
+}
+
+// TestRunConcurrent: unnamed runs can overlap; two runs of one --agent
+// cannot (the second fails clearly rather than breaking the audit chain).
+func TestRunConcurrent(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.yaml")
+	os.WriteFile(pol, []byte("dns:\n  upstream: [127.0.0.77:5300]\ndomains:\n  - domain: example.test\n"), 0o644)
+	state := filepath.Join(dir, "state")
+	run := func(agent string, errs chan<- error) {
+		args := []string{"run", "--config", pol, "--state-dir", state, "--runtime", "runc"}
+		if agent != "" {
+			args = append(args, "--agent", agent)
+		}
+		_, err := execCagent(t, append(args, "--", "/bin/sleep", "1")...)
+		errs <- err
+	}
+	errs := make(chan error, 2)
+	go run("", errs)
+	go run("", errs)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("unnamed concurrent run: %v", err)
+		}
+	}
+	go run("same", errs)
+	go run("same", errs)
+	var failed []error
+	for range 2 {
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) != 1 || !strings.Contains(failed[0].Error(), "in use") {
+		t.Errorf("two runs of one agent: errors %v, want exactly one 'in use'", failed)
+	}
+	files, _ := filepath.Glob(filepath.Join(state, "audit", "*.jsonl"))
+	for _, f := range files {
+		if out, err := execCagent(t, "audit", "verify", f); err != nil {
+			t.Errorf("audit verify %s: %v %s", f, err, out)
+		}
+	}
 }
