@@ -293,6 +293,9 @@ var validSnippets = []string{
 	// YAML features: anchors, aliases and merge keys.
 	"rate_limits: {default: &rl {requests_per_minute: 10}}\ndomains: [{domain: a.com, rate_limit: *rl}]",
 	"domains:\n  - &base {domain: a.com, read_only: true, timeout: 5s}\n  - <<: *base\n    domain: b.com\n",
+	// Empty values are absent values.
+	"dns:\nrate_limits:\negress_limits: ~\nmode:\n",
+	"domains:\n  - domain: a.com\n    timeout:\n    credential: ~\n    ports:\n    enabled: null\n",
 	"domains:\n  - &x {domain: a.com}\n  - &y {domain: b.com, read_only: true}\n  - <<: [*y, *x]\n    domain: c.com\n",
 }
 

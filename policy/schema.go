@@ -7,6 +7,24 @@ import (
 	"strings"
 )
 
+// nullable lets a property schema also accept null.
+func nullable(s map[string]any) map[string]any {
+	switch {
+	case s["oneOf"] != nil:
+		s["oneOf"] = append(s["oneOf"].([]any), map[string]any{"type": "null"})
+	case s["type"] != nil:
+		s["type"] = []any{s["type"], "null"}
+	}
+	if e, ok := s["enum"].([]string); ok {
+		vals := make([]any, 0, len(e)+1)
+		for _, v := range e {
+			vals = append(vals, v)
+		}
+		s["enum"] = append(vals, nil)
+	}
+	return s
+}
+
 // JSONSchema returns the JSON Schema (draft 2020-12) of the policy file,
 // generated from the same struct tags the parser uses, so the two cannot drift.
 func JSONSchema() ([]byte, error) {
@@ -68,10 +86,13 @@ func schemaFor(t reflect.Type) map[string]any {
 					target[kw] = n
 				}
 			}
-			props[name] = ps
 			if jt := f.Tag.Get("json"); jt != "" && !strings.Contains(jt, "omitempty") {
 				required = append(required, name)
+			} else {
+				// The parser reads an empty value ("dns:") as absent.
+				ps = nullable(ps)
 			}
+			props[name] = ps
 		}
 		s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
 		if len(required) > 0 {
