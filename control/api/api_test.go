@@ -627,3 +627,20 @@ func TestHeartbeatsReachTheStore(t *testing.T) {
 		}
 	})
 }
+
+// TestInvalidStoredEntryLeftOut: an entry that no longer validates (e.g.
+// after a stricter policy package) drops out of the effective policy
+// instead of failing the agent's every read.
+func TestInvalidStoredEntryLeftOut(t *testing.T) {
+	e := newEnv(t, "sqlite:"+t.TempDir()+"/c.db")
+	a := e.tenant("alpha")
+	e.must(201, e.do("POST", a.path("/policies"), a.admin, map[string]any{"entry": map[string]any{"domain": "good.example"}}))
+	now := e.clock.Now()
+	if err := e.st.CreatePolicy(context.Background(), store.Policy{ID: "bad", TenantID: a.id, Domain: "bad", Entry: json.RawMessage(`{"domain":"bad domain"}`), Enabled: true, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.must(200, e.do("GET", "/api/v1/agent/policy", a.agent, nil))
+	if !strings.Contains(string(r.body), "good.example") || strings.Contains(string(r.body), "bad domain") {
+		t.Fatalf("policy: %s", r.body)
+	}
+}

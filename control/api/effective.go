@@ -56,7 +56,22 @@ func (s *Server) EffectivePolicy(ctx context.Context, tenantID, agentID string) 
 	}
 	p := &policy.Policy{Domains: ds}
 	if err := p.Validate(); err != nil {
-		return nil, fmt.Errorf("effective policy of agent %s: %w", agentID, err)
+		// Entries were valid when written; a newer policy package may be
+		// stricter. Leave out entries that no longer validate on their own
+		// (fail closed for those domains) rather than failing the agent.
+		var keep []policy.Domain
+		for _, d := range ds {
+			one := policy.Policy{Domains: []policy.Domain{d}}
+			if one.Validate() != nil {
+				s.log.Error("stored policy entry no longer valid; left out", "tenant", tenantID, "agent", agentID, "domain", d.Domain)
+				continue
+			}
+			keep = append(keep, d)
+		}
+		p = &policy.Policy{Domains: keep}
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("effective policy of agent %s: %w", agentID, err)
+		}
 	}
 	return p, nil
 }
