@@ -206,3 +206,24 @@ func TestDenialEventsKeepEscapedPath(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 }
+
+func TestInterceptedRulesApply(t *testing.T) {
+	e := newEnv(t, basicPolicy+`  - domain: paths2.test
+    ports: [{TLS}]
+    allow_private: true
+    allowed_paths: ["/v1/*"]
+`)
+	for path, want := range map[string]int{"/v1/models": 200, "/v2/models": 403, "/v1/files/x": 403, "/v1/%2e%2e/v2": 403} {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("https://paths.test:%d%s", e.echo.tlsPort, path), nil)
+		req.URL.RawPath = path
+		resp, body := e.do(req)
+		if resp.StatusCode != want {
+			t.Errorf("https %s: %d, want %d: %s", path, resp.StatusCode, want, body)
+		}
+	}
+	// Path rules without tls_intercept: no tunnel at all.
+	_, resp := e.rawConnect(fmt.Sprintf("paths2.test:%d", e.echo.tlsPort))
+	if resp.StatusCode != 403 || resp.Header.Get("X-Cagent-Deny-Reason") != codePath {
+		t.Fatalf("CONNECT to a path-ruled entry without interception: %d", resp.StatusCode)
+	}
+}
