@@ -1,10 +1,10 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -16,23 +16,33 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// setup builds a namespace joined by a veth on a /30 of 10.209.255.0/24.
-func setup(t *testing.T, n int) (ns string, v netsetup.Veth) {
+// setup builds a namespace joined by a veth on a free /30 of
+// 10.209.255.0/24. The namespace name (from the /30) is the claim, so
+// concurrent test processes never share a subnet.
+func setup(t *testing.T) (ns string, v netsetup.Veth) {
 	t.Helper()
 	testutil.RequireRoot(t)
-	ns = fmt.Sprintf("cagent-fwtest-%d-%d", os.Getpid(), n)
-	if err := netsetup.Create(ns); err != nil {
-		t.Fatal(err)
+	for i := 0; i < 64; i++ {
+		base := netip.AddrFrom4([4]byte{10, 209, 255, byte(4 * i)})
+		ns = fmt.Sprintf("cagent-fwtest-%d", i)
+		err := netsetup.Create(ns)
+		if errors.Is(err, netsetup.ErrExists) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { netsetup.Delete(ns) })
+		v = netsetup.Veth{HostName: fmt.Sprintf("cgfw%d", i), PeerName: "eth0", NS: ns,
+			HostAddr: netip.PrefixFrom(base.Next(), 30), PeerAddr: netip.PrefixFrom(base.Next().Next(), 30)}
+		if err := v.Add(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { netsetup.DeleteLink(v.HostName) })
+		return ns, v
 	}
-	t.Cleanup(func() { netsetup.Delete(ns) })
-	base := netip.AddrFrom4([4]byte{10, 209, 255, byte(4 * (n + 8*(os.Getpid()%8)))})
-	v = netsetup.Veth{HostName: fmt.Sprintf("cgfw%d%d", os.Getpid()%10000, n), PeerName: "eth0", NS: ns,
-		HostAddr: netip.PrefixFrom(base.Next(), 30), PeerAddr: netip.PrefixFrom(base.Next().Next(), 30)}
-	if err := v.Add(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { netsetup.DeleteLink(v.HostName) })
-	return ns, v
+	t.Fatal("no free /30 in 10.209.255.0/24")
+	return "", v
 }
 
 func listen(t *testing.T, addr string) {
@@ -65,7 +75,7 @@ func dialFrom(ns, addr string) error {
 // TestHostTableAlone proves the host-side table holds by itself (with no
 // rules inside the namespace): only the gateway's service ports answer.
 func TestHostTableAlone(t *testing.T) {
-	ns, v := setup(t, 0)
+	ns, v := setup(t)
 	gw := v.HostAddr.Addr()
 	r := Rules{ID: "fwtest" + v.HostName, HostIf: v.HostName, Gateway: gw}
 	t.Cleanup(func() { RemoveHost(r.ID) })
@@ -122,7 +132,7 @@ func TestHostTableAlone(t *testing.T) {
 
 // TestInnerTableAlone proves the namespace's own table holds by itself.
 func TestInnerTableAlone(t *testing.T) {
-	ns, v := setup(t, 1)
+	ns, v := setup(t)
 	gw := v.HostAddr.Addr()
 	l, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
