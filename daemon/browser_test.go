@@ -177,7 +177,7 @@ func TestBrowserAdminUI(t *testing.T) {
 
 	// An agent's request appears in the live log.
 	do("logs page", chromedp.Navigate(srv.URL+"/#/logs"), chromedp.WaitVisible(chromedp.ID("log-rows")))
-	time.Sleep(300 * time.Millisecond) // the live tail connects
+	waitJS("live tail connected", `document.querySelector('#log-rows').dataset.live === '1'`)
 	if got := f.curl("http://api.test/from-agent"); got != "200" {
 		t.Fatalf("agent request: %s", got)
 	}

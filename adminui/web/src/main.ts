@@ -642,6 +642,8 @@ function logsPage(main: HTMLElement) {
     es = null;
     if (live.checked) {
       es = new EventSource(`/api/logs/stream?${params()}`);
+      delete tbody.dataset.live;
+      es.onopen = () => (tbody.dataset.live = "1");
       es.onmessage = (m) => {
         tbody.prepend(row(JSON.parse(m.data)));
         while (tbody.children.length > 2000) tbody.lastElementChild!.remove();
