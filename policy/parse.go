@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"sort"
@@ -349,8 +350,17 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			d.errorf(n, path, "expected a number, got %q", n.Value)
 			return
 		}
-		f, err := strconv.ParseFloat(n.Value, 64)
-		if err != nil {
+		var f float64
+		var err error
+		if n.Tag == "!!int" {
+			// The same integer forms as integer fields: 0x10, 0o17, 1_000.
+			var i int64
+			i, err = strconv.ParseInt(n.Value, 0, 64)
+			f = float64(i)
+		} else {
+			f, err = strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+		}
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 			d.errorf(n, path, "invalid number %q", n.Value)
 			return
 		}
