@@ -45,6 +45,9 @@ func TestPlainHTTPForwarded(t *testing.T) {
 	req, _ := http.NewRequest("GET", fmt.Sprintf("http://echo.test:%d/a/b?x=1", e.echo.plainPort), nil)
 	req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
 	req.Header.Set("X-Custom", "kept")
+	req.Header.Set("X-Forwarded-For", "10.0.0.1") // the agent's own claim is dropped too
+	req.Header.Set("Connection", "X-Hop")
+	req.Header.Set("X-Hop", "hop-by-hop")
 	resp, body := e.do(req)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
@@ -53,7 +56,7 @@ func TestPlainHTTPForwarded(t *testing.T) {
 	if ec.Path != "/a/b" || ec.Query != "x=1" || ec.Host != fmt.Sprintf("echo.test:%d", e.echo.plainPort) {
 		t.Fatalf("echo %+v", ec)
 	}
-	for _, h := range []string{"Proxy-Authorization", "X-Forwarded-For", "Via", "Forwarded", "Proxy-Connection"} {
+	for _, h := range []string{"Proxy-Authorization", "X-Forwarded-For", "Via", "Forwarded", "Proxy-Connection", "X-Hop"} {
 		if v := ec.Header.Get(h); v != "" {
 			t.Errorf("upstream received %s: %q", h, v)
 		}
