@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
-
 )
 
 // BenchmarkHandleCached measures one cached query through the handler, with

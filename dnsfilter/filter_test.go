@@ -643,3 +643,46 @@ func TestCloseIdempotentAndServeAfterClose(t *testing.T) {
 		t.Fatal("socket left open")
 	}
 }
+
+func TestTCPPipelineAndNoReplyToResponses(t *testing.T) {
+	h := startFilter(t, gatewayPolicy)
+	c, err := dns.Dial("tcp", h.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	names := []string{"allowed.test.", "evil.test.", "allowed.test."}
+	for i, n := range names {
+		m := new(dns.Msg)
+		m.SetQuestion(n, dns.TypeA)
+		m.Id = uint16(100 + i)
+		if err := c.WriteMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for i := range names {
+		r, err := c.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Id != uint16(100+i) || r.Question[0].Name != names[i] {
+			t.Fatalf("reply %d out of order: %v", i, r)
+		}
+	}
+	// A response (QR set) gets no reply at all: no reflection loops.
+	u, err := net.Dial("udp", h.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	m := new(dns.Msg)
+	m.SetQuestion("allowed.test.", dns.TypeA)
+	m.Response = true
+	b, _ := m.Pack()
+	u.Write(b)
+	u.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := u.Read(make([]byte, 512)); err == nil {
+		t.Fatal("a response was answered")
+	}
+}

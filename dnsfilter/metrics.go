@@ -7,8 +7,8 @@ import (
 )
 
 type metrics struct {
-	queries        *prometheus.CounterVec   // decision, error, qtype
-	cache          *prometheus.CounterVec   // result: hit, miss
+	queries        *prometheus.CounterVec // decision, error, qtype
+	cache          *prometheus.CounterVec // result: hit, miss
 	cacheHit       prometheus.Counter
 	queryTimeUDP   prometheus.Observer
 	queryTimeTCP   prometheus.Observer
