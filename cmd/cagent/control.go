@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -15,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cagent-dev/cagent/control"
+	"github.com/cagent-dev/cagent/control/client"
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
 )
@@ -36,7 +34,7 @@ Client:   cagent control tenants|tokens|agents|policies|secrets ... --url URL --
 	cmd.AddCommand(newControlServeCmd(), newControlRotateKeyCmd())
 	cl := &apiClient{}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&cl.url, "url", "", "control plane URL (default $CAGENT_URL or http://127.0.0.1:8090)")
+	pf.StringVar(&cl.url, "url", "", "control plane URL (default $CAGENT_URL or "+client.DefaultURL+")")
 	pf.StringVar(&cl.token, "token", "", "API token (default $CAGENT_TOKEN)")
 	pf.StringVar(&cl.tenant, "tenant", "", "tenant id (default: the token's tenant)")
 	cmd.AddCommand(clientCommands(cl)...)
@@ -112,82 +110,15 @@ stopped. A running server picks up the new keyring by itself.`,
 	return cmd
 }
 
-// apiClient talks to the API for the admin subcommands.
+// apiClient holds the client flags of the admin subcommands.
 type apiClient struct {
 	url, token, tenant string
 }
 
-func (c *apiClient) do(method, path string, body any) ([]byte, error) {
-	base := c.url
-	if base == "" {
-		base = os.Getenv("CAGENT_URL")
-	}
-	if base == "" {
-		base = "http://" + control.DefaultListen
-	}
-	tok := c.token
-	if tok == "" {
-		tok = os.Getenv("CAGENT_TOKEN")
-	}
-	if tok == "" {
-		return nil, errors.New("no token: use --token or CAGENT_TOKEN")
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, strings.TrimRight(base, "/")+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	hc := &http.Client{Timeout: 30 * time.Second}
-	res, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 32<<20))
-	if err != nil {
-		return nil, err
-	}
-	if res.StatusCode >= 400 {
-		var e struct{ Error, Message, RequestID string }
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s %s: %d %s: %s (request %s)", method, path, res.StatusCode, e.Error, e.Message, res.Header.Get("X-Request-Id"))
-		}
-		return nil, fmt.Errorf("%s %s: %s", method, path, res.Status)
-	}
-	return b, nil
-}
-
-// tenantPath returns /api/v1/tenants/<tenant>, asking whoami when --tenant is unset.
-func (c *apiClient) tenantPath() (string, error) {
-	t := c.tenant
-	if t == "" {
-		b, err := c.do("GET", "/api/v1/whoami", nil)
-		if err != nil {
-			return "", err
-		}
-		var w struct {
-			TenantID string `json:"tenant_id"`
-		}
-		if err := json.Unmarshal(b, &w); err != nil {
-			return "", err
-		}
-		if w.TenantID == "" {
-			return "", errors.New("--tenant is required with a superadmin token")
-		}
-		t = w.TenantID
-	}
-	return "/api/v1/tenants/" + url.PathEscape(t), nil
+func (c *apiClient) client() *client.Client {
+	cl := &client.Client{URL: c.url, Token: c.token}
+	cl.FromEnv()
+	return cl
 }
 
 func (c *apiClient) print(cmd *cobra.Command, b []byte) error {
@@ -211,14 +142,15 @@ func (c *apiClient) call(method string, tenant bool, build func(args []string) (
 		if err != nil {
 			return err
 		}
+		cl := c.client()
 		if tenant {
-			tp, err := c.tenantPath()
+			tp, err := cl.TenantPath(cmd.Context(), c.tenant)
 			if err != nil {
 				return err
 			}
 			p = tp + p
 		}
-		b, err := c.do(method, p, body)
+		b, err := cl.Do(cmd.Context(), method, p, body)
 		if err != nil {
 			return err
 		}
