@@ -80,6 +80,9 @@ func matrixSpecs() map[string]spec {
 		"DELETE /api/v1/tokens/{token}": {allowed: super, ok: 204, otherStatus: 204, prep: func(e *env, tn *tenantFx) map[string]string {
 			return pv("token", e.must(201, e.do("POST", "/api/v1/tokens", e.super, map[string]any{"name": "x"})).json(e.t)["id"].(string))
 		}},
+		"PATCH /api/v1/tokens/{token}": {allowed: super, ok: 200, otherStatus: 200, prep: func(e *env, tn *tenantFx) map[string]string {
+			return pv("token", e.must(201, e.do("POST", "/api/v1/tokens", e.super, map[string]any{"name": "x"})).json(e.t)["id"].(string))
+		}, body: func(e *env, tn *tenantFx) any { return map[string]any{"disabled": true} }},
 		"GET /api/v1/audit": {allowed: super, ok: 200, prep: none, otherStatus: 200},
 
 		"GET /api/v1/tenants/{tenant}/tokens":         {allowed: admins, ok: 200, prep: none},

@@ -31,6 +31,7 @@ func (s *Server) buildRoutes() []Route {
 
 		{Method: http.MethodGet, Pattern: v1 + "/tokens", Summary: "List superadmin tokens", Kinds: superOnly, h: s.listTokens},
 		{Method: http.MethodPost, Pattern: v1 + "/tokens", Summary: "Create a superadmin token (shown once)", Kinds: superOnly, Body: createTokenReq{}, h: s.createToken},
+		{Method: http.MethodPatch, Pattern: v1 + "/tokens/{token}", Summary: "Enable, disable or change the expiry of a superadmin token", Kinds: superOnly, Body: updateTokenReq{}, h: s.updateToken},
 		{Method: http.MethodDelete, Pattern: v1 + "/tokens/{token}", Summary: "Revoke a superadmin token", Kinds: superOnly, h: s.deleteToken},
 		{Method: http.MethodGet, Pattern: v1 + "/audit", Summary: "Query the audit trail of every tenant", Kinds: superOnly,
 			Query: []string{"tenant_id", "actor", "action", "object_type", "object_id", "since", "until", "limit"}, h: s.queryAudit},

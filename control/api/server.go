@@ -244,12 +244,19 @@ func (s *Server) wrap(rt Route) http.Handler {
 		w.Header().Set("X-Request-Id", c.rid)
 		w.Header().Set("Cache-Control", "no-store")
 		c.client = s.clientAddr(r)
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		c.w = sw
+		start := time.Now()
 		err := s.authorize(c, rt)
 		if err == nil {
 			err = rt.h(c)
 		}
 		if err != nil {
 			c.fail(err)
+		}
+		if s.log.Enabled(r.Context(), slog.LevelDebug) {
+			s.log.Debug("request", "request_id", c.rid, "method", r.Method, "route", rt.Pattern, "status", sw.status,
+				"duration", time.Since(start), "token_id", c.p.TokenID, "client", c.client.String())
 		}
 	})
 }
@@ -469,4 +476,15 @@ func (s *Server) open(x store.Secret) ([]byte, error) {
 		kr = s.keyring.Load()
 	}
 	return kr.Open(x.KeyID, x.Sealed, SecretAAD(x.TenantID, x.Name))
+}
+
+// statusWriter remembers the status for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
