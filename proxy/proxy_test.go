@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cagent-dev/cagent/audit"
 )
@@ -228,5 +229,34 @@ func TestInterceptedRulesApply(t *testing.T) {
 	_, resp := e.rawConnect(fmt.Sprintf("paths2.test:%d", e.echo.tlsPort))
 	if resp.StatusCode != 403 || resp.Header.Get("X-Cagent-Deny-Reason") != codePath {
 		t.Fatalf("CONNECT to a path-ruled entry without interception: %d", resp.StatusCode)
+	}
+}
+
+func TestTunnelMustStartWithTLSOn443(t *testing.T) {
+	e := newEnv(t, "domains:\n  - domain: echo.test\n    allow_private: true\n")
+	for name, first := range map[string]string{
+		"plain http":    "GET / HTTP/1.1\r\nHost: echo.test\r\n\r\n",
+		"bogus hello":   "\x16\x03\x01\x00\x05hello",
+		"truncated tls": "\x16\x03",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, resp := e.rawConnect("echo.test:443")
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			io.WriteString(c, first)
+			if name == "truncated tls" {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(make([]byte, 512)); err == nil {
+				t.Fatalf("upstream answered %d bytes", n)
+			}
+		})
+	}
+	for _, ev := range e.events.wait(t, 3) {
+		if ev.Decision != audit.Deny && ev.Error != "client_closed" {
+			t.Errorf("event %+v", ev)
+		}
 	}
 }
