@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -21,6 +22,7 @@ import (
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
 	"github.com/cagent-dev/cagent/sandbox/oci"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // In-sandbox paths of generated files.
@@ -338,6 +340,12 @@ func (r *run) exec(ctx context.Context) (int, error) {
 	bin, global := runtimeCmd(c.Runtime, c.RuncPath, c.RunscPath, r.sbDir)
 	cmd := exec.Command(bin, append(global, "run", "--bundle", r.bundle, l.container())...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
+	if !c.Terminal {
+		// Never hand the sandbox a descriptor of the user's terminal (e.g.
+		// stdout when only stdin is redirected): with it, TIOCSTI could push
+		// keystrokes into the user's shell. Copy through pipes instead.
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = hideTTY(c.Stdin), hideTTYw(c.Stdout), hideTTYw(c.Stderr)
+	}
 	// The runtime gets none of this process's environment (which may hold
 	// credentials the proxy injects); the sandbox's own comes from the spec.
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -416,4 +424,28 @@ func (r *run) deleteContainer(bin string, global []string) {
 	if err != nil && !bytes.Contains(out, []byte("does not exist")) && !bytes.Contains(out, []byte("not exist")) {
 		r.log.Debug("runtime delete", "id", r.lease.ID, "err", err, "out", string(out))
 	}
+}
+
+func isTTY(v any) bool {
+	f, ok := v.(*os.File)
+	if !ok || f == nil {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// hideTTY and hideTTYw wrap a terminal so that exec copies through a pipe.
+func hideTTY(r io.Reader) io.Reader {
+	if isTTY(r) {
+		return struct{ io.Reader }{r}
+	}
+	return r
+}
+
+func hideTTYw(w io.Writer) io.Writer {
+	if isTTY(w) {
+		return struct{ io.Writer }{w}
+	}
+	return w
 }

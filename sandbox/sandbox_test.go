@@ -420,3 +420,43 @@ func TestHelperTTY(t *testing.T) {
 		Terminal: true, Rows: uint(rows), Cols: uint(cols), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		Args: []string{"/bin/sh", "-c", `s=$(stty size); echo "size1=$s"; i=0; while [ "$(stty size)" = "$s" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo "size2=$(stty size)"`}})
 }
+
+// TestNoHostTerminalWithoutTTY: when stdout is the user's terminal but
+// stdin is not (so no TTY mode), the sandbox gets a pipe, not the terminal:
+// TIOCSTI cannot push keystrokes into the user's shell.
+func TestNoHostTerminalWithoutTTY(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	var out bytes.Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptmx.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	code, err := Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: RuntimeRunc, StateDir: t.TempDir(),
+		Args:  []string{"/usr/bin/perl", "-e", `print((-t STDOUT) ? "stdout-is-tty\n" : "stdout-not-tty\n"); my $c = "Z"; ioctl(STDOUT, 0x5412, $c) or print "tiocsti-failed\n";`},
+		Stdin: strings.NewReader(""), Stdout: tty, Stderr: tty})
+	tty.Close()
+	time.Sleep(100 * time.Millisecond)
+	ptmx.Close()
+	<-done
+	if err != nil || code != 0 {
+		t.Fatalf("code %d err %v: %q", code, err, out.String())
+	}
+	if s := out.String(); !strings.Contains(s, "stdout-not-tty") || !strings.Contains(s, "tiocsti-failed") {
+		t.Errorf("the sandbox got the terminal: %q", s)
+	}
+}
