@@ -93,8 +93,10 @@ type Daemon struct {
 	nextTry time.Time
 	kick    chan struct{}
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // component is the supervisor's record of one part.
@@ -182,8 +184,13 @@ func (d *Daemon) Policy() *policy.Policy { return d.watcher.Current() }
 // Events is the in-memory event store behind the logs page.
 func (d *Daemon) Events() *adminui.EventStore { return d.events }
 
-// Close stops everything and removes the sandbox.
+// Close stops everything and removes the sandbox. It may be called again.
 func (d *Daemon) Close() error {
+	d.closeOnce.Do(func() { d.closeErr = d.close() })
+	return d.closeErr
+}
+
+func (d *Daemon) close() error {
 	if d.cancel != nil {
 		d.cancel()
 		<-d.done

@@ -98,8 +98,13 @@ func runUp(ctx context.Context, cmd *cobra.Command, cfg daemon.Config) error {
 		return fmt.Errorf("admin UI: %w", err)
 	}
 	fmt.Fprintln(out, "cagent: shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// The daemon first: that ends terminal sessions and live tails, which
+	// would otherwise hold the HTTP server's shutdown open.
+	derr := d.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
-	return nil
+	if srv.Shutdown(sctx) != nil {
+		_ = srv.Close()
+	}
+	return derr
 }

@@ -3,8 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -62,6 +70,36 @@ func (s *syncBuffer) String() string {
 }
 
 func TestUpServesAdminUIAndCleansUp(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", useTLS), func(t *testing.T) { testUp(t, useTLS) })
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and returns its files and pool.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cagent admin"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+func testUp(t *testing.T, useTLS bool) {
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "runc")
 	dir := t.TempDir()
@@ -72,10 +110,19 @@ func TestUpServesAdminUIAndCleansUp(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cfg := filepath.Join(dir, "cagent.yaml")
+	admin := fmt.Sprintf(`{listen: "%s"}`, addr)
+	scheme := "http"
+	c := &http.Client{Timeout: 5 * time.Second}
+	if useTLS {
+		cf, kf, pool := selfSigned(t, dir)
+		admin = fmt.Sprintf(`{listen: "%s", tls_cert: %s, tls_key: %s}`, addr, cf, kf)
+		scheme = "https"
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	}
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`dns: {upstream: [127.0.0.1:5399]}
-admin: {listen: "%s"}
+admin: %s
 sandbox: {runtime: runc, workspace: %s/ws, subnet_pool: 10.209.80.0/20}
-`, addr, dir)), 0o644)
+`, admin, dir)), 0o644)
 	root := newRoot()
 	var errOut syncBuffer
 	root.SetArgs([]string{"up", "--config", cfg, "--state-dir", filepath.Join(dir, "state"), "--log-level", "error"})
@@ -102,14 +149,16 @@ sandbox: {runtime: runc, workspace: %s/ws, subnet_pool: 10.209.80.0/20}
 			tok = tokRE.FindString(errOut.String())
 			continue
 		}
-		c := &http.Client{Timeout: 5 * time.Second}
-		resp, err := c.Post("http://"+addr+"/api/login", "application/json", strings.NewReader(`{"token":"`+tok+`"}`))
+		resp, err := c.Post(scheme+"://"+addr+"/api/login", "application/json", strings.NewReader(`{"token":"`+tok+`"}`))
 		if err != nil {
 			continue
 		}
 		resp.Body.Close()
-		req, _ := http.NewRequest("GET", "http://"+addr+"/api/status", nil)
+		req, _ := http.NewRequest("GET", scheme+"://"+addr+"/api/status", nil)
 		for _, ck := range resp.Cookies() {
+			if ck.Secure != useTLS {
+				t.Errorf("cookie Secure=%v with TLS=%v", ck.Secure, useTLS)
+			}
 			req.AddCookie(ck)
 		}
 		resp, err = c.Do(req)
@@ -126,10 +175,11 @@ sandbox: {runtime: runc, workspace: %s/ws, subnet_pool: 10.209.80.0/20}
 			break
 		}
 	}
-	if !strings.Contains(errOut.String(), "admin UI on http://"+addr) {
+	if !strings.Contains(errOut.String(), "admin UI on "+scheme+"://"+addr) {
 		t.Errorf("output %q", errOut.String())
 	}
 	id := status.Components[0].Info["id"]
+	c.CloseIdleConnections()
 	if st, err := os.Stat(filepath.Join(dir, "ws")); err != nil || !st.IsDir() {
 		t.Errorf("workspace not created: %v", err)
 	}
