@@ -1,14 +1,21 @@
 package dnsfilter
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cagent-dev/cagent/audit"
 )
+
+// unsafeString views b as a string without copying; b must not change
+// while the string is in use.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // batchSink appends hash-chained audit events to a file from one goroutine,
 // writing every event that queued up meanwhile with one write. A DNS filter
@@ -19,7 +26,8 @@ type batchSink struct {
 	ch   chan audit.Event // by value: no allocation per event
 	done chan struct{}
 	once sync.Once
-	prev string // hash of the last line written
+	prev [64]byte // hex SHA-256 of the last line written (or "" when plen is 0)
+	plen int
 	buf  []byte
 	out  io.Writer
 	f    *os.File // nil when out is not ours to close
@@ -45,7 +53,8 @@ func openBatchFile(path string) (*batchSink, error) {
 }
 
 func newBatchSink(out io.Writer, prev string) *batchSink {
-	s := &batchSink{ch: make(chan audit.Event, 1024), done: make(chan struct{}), out: out, prev: prev}
+	s := &batchSink{ch: make(chan audit.Event, 1024), done: make(chan struct{}), out: out}
+	s.plen = copy(s.prev[:], prev)
 	go s.loop()
 	return s
 }
@@ -85,9 +94,12 @@ func (s *batchSink) append(e *audit.Event) {
 		e.TS = time.Now()
 	}
 	e.TS = e.TS.UTC()
-	e.Prev = s.prev
+	if e.Prev = ""; s.plen > 0 {
+		e.Prev = unsafeString(s.prev[:s.plen]) // read during this call only
+	}
 	start := len(s.buf)
 	b, err := appendEvent(s.buf, e)
+	e.Prev = ""
 	if err != nil {
 		if s.err == nil {
 			s.err = err
@@ -95,7 +107,9 @@ func (s *batchSink) append(e *audit.Event) {
 		s.buf = b[:start]
 		return
 	}
-	s.prev = audit.HashLine(b[start:])
+	sum := sha256.Sum256(b[start:])
+	hex.Encode(s.prev[:], sum[:])
+	s.plen = len(s.prev)
 	s.buf = append(b, '\n')
 }
 

@@ -16,7 +16,8 @@ func appendEvent(b []byte, e *audit.Event) ([]byte, error) {
 	if e.Method != "" || e.Scheme != "" || e.Host != "" || e.Port != 0 || e.Path != "" || e.Status != 0 ||
 		e.BytesUp != 0 || e.BytesDown != 0 || e.DurationMS != 0 || e.Intercepted || e.Credential != "" ||
 		e.Upstream != "" || e.Actor != "" || len(e.Detail) > 0 {
-		j, err := json.Marshal(e)
+		c := *e // only this branch's copy escapes, not e
+		j, err := json.Marshal(&c)
 		return append(b, j...), err
 	}
 	b = append(b, `{"ts":"`...)

@@ -169,7 +169,12 @@ func (f *Filter) fast(client netip.Addr, clientKey string, wire, key, out []byte
 	ev := t.ev
 	ev.TS = now
 	ev.Client = clientKey
-	f.sink.Emit(&ev)
+	if bs, ok := f.sink.(*batchSink); ok {
+		bs.ch <- ev // by value: no allocation
+	} else {
+		e := ev
+		f.sink.Emit(&e)
+	}
 	if t.countHits {
 		f.met.cacheHit.Inc()
 	}

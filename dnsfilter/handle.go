@@ -315,7 +315,7 @@ func (q *query) upstreamAnswer(c *cached, host string, qtype uint16, d *policy.D
 		q.allowNote(ruleOf(d), "the name does not exist upstream")
 		return
 	}
-	cnames, addrs, final := walkChain(c.answer, host, qtype)
+	cnames, addrs, _ := walkChain(c.answer, host, qtype)
 	// Every name the chain passes through must be allowed too: otherwise an
 	// allowed name could CNAME to any address the policy denies.
 	allowPrivate := d != nil && d.AllowPrivate
@@ -332,7 +332,6 @@ func (q *query) upstreamAnswer(c *cached, host string, qtype uint16, d *policy.D
 		}
 		allowPrivate = allowPrivate && td.AllowPrivate
 	}
-	_ = final
 	ttl := c.remaining(q.f.now())
 	var kept []dns.RR
 	var removed []string
