@@ -423,10 +423,16 @@ func TestHelperTTY(t *testing.T) {
 
 // TestNoHostTerminalWithoutTTY: when stdout is the user's terminal but
 // stdin is not (so no TTY mode), the sandbox gets a pipe, not the terminal:
-// TIOCSTI cannot push keystrokes into the user's shell.
+// TIOCSTI cannot push keystrokes into the user's shell. (runc and runsc
+// also pipe stdio in the foreground; this guards the property, whichever
+// layer provides it.)
 func TestNoHostTerminalWithoutTTY(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc")
+	for _, rt := range runtimesFor(t) {
+		t.Run(rt, func(t *testing.T) { noHostTerminal(t, rt) })
+	}
+}
+
+func noHostTerminal(t *testing.T, runtime string) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +452,7 @@ func TestNoHostTerminalWithoutTTY(t *testing.T) {
 			}
 		}
 	}()
-	code, err := Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: RuntimeRunc, StateDir: t.TempDir(),
+	code, err := Run(context.Background(), Config{Policy: testPolicy(t, ""), Runtime: runtime, StateDir: t.TempDir(),
 		Args:  []string{"/usr/bin/perl", "-e", `print((-t STDOUT) ? "stdout-is-tty\n" : "stdout-not-tty\n"); my $c = "Z"; ioctl(STDOUT, 0x5412, $c) or print "tiocsti-failed\n";`},
 		Stdin: strings.NewReader(""), Stdout: tty, Stderr: tty})
 	tty.Close()
