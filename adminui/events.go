@@ -70,16 +70,6 @@ func (s *EventStore) add(ev audit.Event) {
 	s.full = true
 }
 
-// snapshot returns the events oldest first.
-func (s *EventStore) snapshot() []audit.Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]audit.Event, 0, len(s.ring))
-	out = append(out, s.ring[s.start:]...)
-	out = append(out, s.ring[:s.start]...)
-	return out
-}
-
 // Subscribe returns a channel of new events and a function to stop.
 func (s *EventStore) Subscribe() (<-chan audit.Event, func()) {
 	ch := make(chan audit.Event, 256)
@@ -244,15 +234,40 @@ func (f *Filter) Match(e *audit.Event) bool {
 	return true
 }
 
-// Query returns the newest matching events, oldest first.
+// newest returns the i-th newest event (0 is the newest); s.mu is held.
+func (s *EventStore) newest(i int) *audit.Event {
+	n := len(s.ring)
+	return &s.ring[(s.start+n-1-i)%n]
+}
+
+// Since returns the events from cut on, oldest first. Events arrive in
+// about time order, so the walk back stops at the first older one, and only
+// the window is copied (the ring may hold 100 000 events).
+func (s *EventStore) Since(cut time.Time) []audit.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := 0
+	for k < len(s.ring) && !s.newest(k).TS.Before(cut) {
+		k++
+	}
+	out := make([]audit.Event, k)
+	for i := 0; i < k; i++ {
+		out[k-1-i] = *s.newest(i)
+	}
+	return out
+}
+
+// Query returns the newest matching events, oldest first. It scans under
+// the lock and copies only the matches.
 func (s *EventStore) Query(f Filter) []audit.Event {
-	all := s.snapshot()
 	var out []audit.Event
-	for i := len(all) - 1; i >= 0 && len(out) < f.Limit; i-- {
-		if f.Match(&all[i]) {
-			out = append(out, all[i])
+	s.mu.Lock()
+	for i := 0; i < len(s.ring) && len(out) < f.Limit; i++ {
+		if e := s.newest(i); f.Match(e) {
+			out = append(out, *e)
 		}
 	}
+	s.mu.Unlock()
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
 		out[i], out[j] = out[j], out[i]
 	}

@@ -216,6 +216,8 @@ func (s *Server) analytics(w http.ResponseWriter, r *http.Request) {
 		}
 		window = d
 	}
-	a := ComputeAnalytics(s.cfg.Events.snapshot(), s.cfg.Policy.Current(), s.cfg.Now(), window)
+	// Per-domain budgets look back an hour, the charts over the window.
+	now := s.cfg.Now()
+	a := ComputeAnalytics(s.cfg.Events.Since(now.Add(-max(window, time.Hour))), s.cfg.Policy.Current(), now, window)
 	writeJSON(w, http.StatusOK, a)
 }
