@@ -392,3 +392,42 @@ func TestInterceptionEnabledLive(t *testing.T) {
 		t.Error("no intercepted event")
 	}
 }
+
+// The agent cannot reach a service on the host, such as an admin UI
+// listening on all addresses: only the gateway's proxy and DNS ports are open.
+func TestAgentCannotReachHostServices(t *testing.T) {
+	f := newFixture(t)
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hits := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hits <- c.RemoteAddr().String()
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	gw := f.stack().gw
+	for _, target := range []string{gw.String(), "127.0.0.1", f.in.HostAddr.String()} {
+		out, _ := f.sh(fmt.Sprintf("curl -s -m 3 --noproxy '*' http://%s:%d/healthz && echo REACHED || echo REFUSED", target, port))
+		if !strings.Contains(out, "REFUSED") {
+			t.Errorf("agent reached host service at %s:%d: %q", target, port, out)
+		}
+	}
+	// Through the proxy, the gateway and loopback are forbidden addresses.
+	if got := f.curl(fmt.Sprintf("http://%s:%d/healthz", gw, port)); got != "403" {
+		t.Errorf("via proxy: %s", got)
+	}
+	select {
+	case h := <-hits:
+		t.Errorf("host service received a connection from %s", h)
+	default:
+	}
+}
