@@ -59,7 +59,7 @@ func (s *Server) EffectivePolicy(ctx context.Context, tenantID, agentID string) 
 		// Entries were valid when written; a newer policy package may be
 		// stricter. Leave out entries that no longer validate on their own
 		// (fail closed for those domains) rather than failing the agent.
-		var keep []policy.Domain
+		keep := []policy.Domain{}
 		for _, d := range ds {
 			one := policy.Policy{Domains: []policy.Domain{d}}
 			if one.Validate() != nil {

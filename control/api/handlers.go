@@ -55,8 +55,15 @@ func (s *Server) healthz(c *call) error {
 	return c.ok(http.StatusOK, map[string]string{"status": "ok"})
 }
 
+type whoamiResp struct {
+	TokenID  string `json:"token_id"`
+	Kind     string `json:"kind"`
+	TenantID string `json:"tenant_id"`
+	AgentID  string `json:"agent_id"`
+}
+
 func (s *Server) whoami(c *call) error {
-	return c.ok(http.StatusOK, map[string]string{"token_id": c.p.TokenID, "kind": c.p.Kind, "tenant_id": c.p.TenantID, "agent_id": c.p.AgentID})
+	return c.ok(http.StatusOK, whoamiResp{c.p.TokenID, c.p.Kind, c.p.TenantID, c.p.AgentID})
 }
 
 // --- tenants ---
@@ -228,6 +235,11 @@ func (s *Server) deleteToken(c *call) error {
 
 // --- agents ---
 
+type createdAgent struct {
+	agentView
+	Token createdToken `json:"token" desc:"the agent's token; shown only in this response"`
+}
+
 type agentView struct {
 	store.Agent
 	Online bool `json:"online"`
@@ -270,10 +282,7 @@ func (s *Server) createAgent(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.ok(http.StatusCreated, struct {
-		agentView
-		Token createdToken `json:"token"`
-	}{s.view(a), tok})
+	return c.ok(http.StatusCreated, createdAgent{s.view(a), tok})
 }
 
 func (s *Server) getAgent(c *call) error {
@@ -295,6 +304,11 @@ func (s *Server) deleteAgent(c *call) error {
 	return nil
 }
 
+type policyDoc struct {
+	Version int             `json:"version"`
+	Domains []policy.Domain `json:"domains"`
+}
+
 func (s *Server) writePolicy(c *call, p *policy.Policy) error {
 	switch f := c.r.URL.Query().Get("format"); f {
 	case "yaml":
@@ -307,7 +321,7 @@ func (s *Server) writePolicy(c *call, p *policy.Policy) error {
 		_, err = c.w.Write(b)
 		return err
 	case "", "json":
-		return c.ok(http.StatusOK, map[string]any{"version": policy.Version, "domains": p.Domains})
+		return c.ok(http.StatusOK, policyDoc{Version: policy.Version, Domains: p.Domains})
 	default:
 		return fieldErr("format", "use json or yaml")
 	}
@@ -708,6 +722,12 @@ func (s *Server) agentPolicy(c *call) error {
 	return s.writePolicy(c, p)
 }
 
+type agentSecretResp struct {
+	Name    string `json:"name"`
+	Value   string `json:"value"`
+	Version int    `json:"version"`
+}
+
 func (s *Server) agentSecret(c *call) error {
 	name, err := secretName(c)
 	if err != nil {
@@ -717,7 +737,7 @@ func (s *Server) agentSecret(c *call) error {
 	if err != nil {
 		return err
 	}
-	return c.ok(http.StatusOK, map[string]any{"name": name, "value": v, "version": ver})
+	return c.ok(http.StatusOK, agentSecretResp{Name: name, Value: v, Version: ver})
 }
 
 type heartbeatResp struct {
@@ -761,6 +781,10 @@ func (s *Server) NextCommand(ctx context.Context, tenantID, agentID string) (*st
 	return s.st.NextCommand(ctx, tenantID, agentID, s.cfg.Now().UTC())
 }
 
+type acceptedResp struct {
+	Accepted int `json:"accepted"`
+}
+
 func (s *Server) ingestLogs(c *call) error {
 	var req logsReq
 	if err := decodeJSON(c.r.Body, s.cfg.MaxLogBody, &req); err != nil {
@@ -773,5 +797,5 @@ func (s *Server) ingestLogs(c *call) error {
 	if err := s.st.InsertLogs(c.r.Context(), es); err != nil {
 		return err
 	}
-	return c.ok(http.StatusAccepted, map[string]int{"accepted": len(es)})
+	return c.ok(http.StatusAccepted, acceptedResp{Accepted: len(es)})
 }

@@ -177,6 +177,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 			}
 		}
 		a, b := matrixTenant(e, "alpha"), matrixTenant(e, "beta")
+		rc := newResponseChecker(t, e)
 		for _, rt := range e.srv.Routes() {
 			if rt.Kinds == nil {
 				continue
@@ -222,6 +223,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 					r := e.do(rt.Method, path, tok, body)
 					if r.status != want {
 						t.Errorf("%s as %s on %s tenant: status %d, want %d: %s", k, kind, target, r.status, want, r.body)
+					}
+					if err := rc.check(rt.Method, rt.Pattern, r); err != nil {
+						t.Errorf("%s as %s on %s tenant: answer does not match the OpenAPI document: %v\n%s", k, kind, target, err, r.body)
 					}
 					if r.header.Get("X-Request-Id") == "" {
 						t.Errorf("%s: no X-Request-Id", k)

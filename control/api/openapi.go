@@ -26,7 +26,7 @@ func (s *Server) OpenAPI() map[string]any {
 					"description": "error",
 					"content":     map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}},
 				},
-				okStatus(rt): map[string]any{"description": "success"},
+				okStatus(rt): okResponse(rt),
 			},
 		}
 		if rt.Kinds == nil {
@@ -71,6 +71,14 @@ func (s *Server) OpenAPI() map[string]any {
 		},
 		"security": []any{map[string]any{"bearer": []any{}}},
 	}
+}
+
+func okResponse(rt Route) map[string]any {
+	r := map[string]any{"description": "success"}
+	if rt.Resp != nil {
+		r["content"] = map[string]any{"application/json": map[string]any{"schema": schemaOf(reflect.TypeOf(rt.Resp))}}
+	}
+	return r
 }
 
 func okStatus(rt Route) string {
@@ -136,7 +144,7 @@ func schemaDepth(t reflect.Type, depth int) map[string]any {
 		var required []string
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
-			if !f.IsExported() {
+			if !f.IsExported() && !f.Anonymous {
 				continue
 			}
 			tag := f.Tag.Get("json")
@@ -144,6 +152,19 @@ func schemaDepth(t reflect.Type, depth int) map[string]any {
 				continue
 			}
 			name, opts, _ := strings.Cut(tag, ",")
+			if f.Anonymous && name == "" {
+				// Embedded struct: its fields are promoted in JSON.
+				emb := schemaDepth(f.Type, depth+1)
+				if ps, ok := emb["properties"].(map[string]any); ok {
+					for k, v := range ps {
+						props[k] = v
+					}
+				}
+				if rs, ok := emb["required"].([]string); ok {
+					required = append(required, rs...)
+				}
+				continue
+			}
 			if name == "" {
 				name = f.Name
 			}
@@ -153,11 +174,15 @@ func schemaDepth(t reflect.Type, depth int) map[string]any {
 			} else {
 				fs = schemaDepth(f.Type, depth+1)
 			}
+			if f.Type.Kind() == reflect.Pointer && !strings.Contains(opts, "omitempty") {
+				// Marshalled as null when unset.
+				fs = map[string]any{"anyOf": []any{fs, map[string]any{"type": "null"}}}
+			}
 			if d := f.Tag.Get("desc"); d != "" {
 				fs["description"] = d
 			}
 			props[name] = fs
-			if !strings.Contains(opts, "omitempty") && f.Type.Kind() != reflect.Pointer {
+			if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") && f.Type.Kind() != reflect.Pointer {
 				required = append(required, name)
 			}
 		}

@@ -162,6 +162,9 @@ type Route struct {
 	Kinds []string
 	// Body is a zero value of the request body type, or nil.
 	Body any
+	// Resp is a zero value of the success response type, or nil (no body,
+	// or not JSON).
+	Resp any
 	// Query lists the query parameters understood.
 	Query []string
 	h     func(*call) error
