@@ -178,6 +178,11 @@ func (s *Server) logStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "no_stream", "streaming unsupported")
 		return
 	}
+	release, ok := s.acquireStream(w)
+	if !ok {
+		return
+	}
+	defer release()
 	ch, stop := s.cfg.Events.Subscribe()
 	defer stop()
 	w.Header().Set("Content-Type", "text/event-stream")

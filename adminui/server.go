@@ -30,6 +30,32 @@ import (
 	"github.com/cagent-dev/cagent/audit"
 )
 
+// MaxStreams bounds concurrent terminals and live tails: each holds a
+// goroutine, and a terminal a process in the sandbox.
+const MaxStreams = 32
+
+// acquireStream takes a stream slot, or answers 429.
+func (s *Server) acquireStream(w http.ResponseWriter) (release func(), ok bool) {
+	select {
+	case s.streams <- struct{}{}:
+		return func() { <-s.streams }, true
+	default:
+		writeError(w, http.StatusTooManyRequests, "too_many_streams", fmt.Sprintf("at most %d terminals and live tails at once; close some", MaxStreams))
+		return nil, false
+	}
+}
+
+// trackTerminal registers a terminal session with Close; false once closing.
+func (s *Server) trackTerminal() bool {
+	s.termMu.Lock()
+	defer s.termMu.Unlock()
+	if s.termDone {
+		return false
+	}
+	s.termWG.Add(1)
+	return true
+}
+
 // SessionCookie is the session cookie's name.
 const SessionCookie = "cagent_session"
 
@@ -93,7 +119,10 @@ type Server struct {
 	mux      *http.ServeMux
 	ui       http.Handler
 	saveMu   sync.Mutex // serializes read-modify-write of the policy file
+	termMu   sync.Mutex // orders termWG.Add against Close's Wait
+	termDone bool
 	termWG   sync.WaitGroup
+	streams  chan struct{} // slots for terminals and live tails
 	closed   chan struct{}
 	closeOne sync.Once
 }
@@ -104,12 +133,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		sess:   newSessions(cfg.Now, cfg.SessionIdle),
-		cfile:  configFile{path: cfg.PolicyPath},
-		mux:    http.NewServeMux(),
-		ui:     uiHandler(),
-		closed: make(chan struct{}),
+		cfg:     cfg,
+		sess:    newSessions(cfg.Now, cfg.SessionIdle),
+		cfile:   configFile{path: cfg.PolicyPath},
+		mux:     http.NewServeMux(),
+		ui:      uiHandler(),
+		closed:  make(chan struct{}),
+		streams: make(chan struct{}, MaxStreams),
 	}
 	s.routes()
 	return s, nil
@@ -118,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 // Close ends live tails and terminal sessions and waits for them.
 func (s *Server) Close() {
 	s.closeOne.Do(func() { close(s.closed) })
+	s.termMu.Lock()
+	s.termDone = true
+	s.termMu.Unlock()
 	s.termWG.Wait()
 }
 

@@ -766,3 +766,45 @@ func TestUIServed(t *testing.T) {
 		}
 	}
 }
+
+func TestStreamsBounded(t *testing.T) {
+	e := newEnv(t)
+	c := e.client().login()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var open []*http.Response
+	defer func() {
+		cancel()
+		for _, r := range open {
+			r.Body.Close()
+		}
+	}()
+	for range MaxStreams {
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/logs/stream", nil)
+		resp, err := c.hc.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream: %v %v", resp, err)
+		}
+		open = append(open, resp)
+	}
+	if resp, m := c.do("GET", "/api/logs/stream", nil, nil); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("stream %d: %d %v", MaxStreams+1, resp.StatusCode, m)
+	}
+	if _, resp, err := dialTerminal(t, e, c, e.srv.URL); err == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("terminal past the limit: %v", err)
+	}
+	open[0].Body.Close()
+	open = open[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, _, err := dialTerminal(t, e, c, e.srv.URL)
+		if err == nil {
+			conn.CloseNow()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not freed: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -62,12 +62,20 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cols, rows := parseDim(r.URL.Query().Get("cols"), 80), parseDim(r.URL.Query().Get("rows"), 24)
+	release, ok := s.acquireStream(w)
+	if !ok {
+		return
+	}
+	defer release()
+	if !s.trackTerminal() {
+		writeError(w, http.StatusServiceUnavailable, "closing", "the admin server is shutting down")
+		return
+	}
+	defer s.termWG.Done()
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{})
 	if err != nil {
 		return // Accept has answered
 	}
-	s.termWG.Add(1)
-	defer s.termWG.Done()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() {
