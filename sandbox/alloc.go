@@ -18,13 +18,19 @@ import (
 // recorded under <state>/sandbox/leases/<ID>.json before any resource is
 // created, so `cagent gc` can remove what a crashed run left.
 type lease struct {
-	ID      string     `json:"id"` // 8 hex digits: the /30's base address
-	Gateway netip.Addr `json:"gateway"`
-	Addr    netip.Addr `json:"addr"`
-	PID     int        `json:"pid"`
-	Runtime string     `json:"runtime"`
-	Created string     `json:"created"`
+	ID       string     `json:"id"` // 8 hex digits: the /30's base address
+	Gateway  netip.Addr `json:"gateway"`
+	Addr     netip.Addr `json:"addr"`
+	PID      int        `json:"pid"`
+	Runtime  string     `json:"runtime"`
+	Created  string     `json:"created"`
+	StateDir string     `json:"state_dir"` // <state-dir>/sandbox of the run
 }
+
+// RegistryDir is the host-wide copy of every live lease (on tmpfs, so it
+// empties at boot with the namespaces it describes). `cagent gc --all`
+// reads it to find what crashed runs of any state directory left.
+const RegistryDir = "/run/cagent/leases"
 
 func (l *lease) netns() string     { return "cagent-" + l.ID }
 func (l *lease) hostIf() string    { return "cg" + l.ID }
@@ -93,13 +99,34 @@ func allocate(dir string, pool netip.Prefix, l *lease) error {
 			}
 			return err
 		}
+		// The namespace name is host-unique, so the registry entry is ours.
+		if err := writeRegistry(l); err != nil {
+			os.Remove(p)
+			_ = netsetup.Delete(l.netns())
+			return err
+		}
 		return nil
 	}
 	return fmt.Errorf("subnet pool %s is exhausted (run `cagent gc` to free subnets of crashed runs)", pool)
 }
 
+func writeRegistry(l *lease) error {
+	if err := os.MkdirAll(RegistryDir, 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(RegistryDir, l.ID+".json"), b, 0o600)
+}
+
 func readLeases(dir string) ([]*lease, error) {
-	ents, err := os.ReadDir(filepath.Join(dir, "leases"))
+	return readLeaseDir(filepath.Join(dir, "leases"))
+}
+
+func readLeaseDir(dir string) ([]*lease, error) {
+	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -108,12 +135,12 @@ func readLeases(dir string) ([]*lease, error) {
 	}
 	var out []*lease
 	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, "leases", e.Name()))
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}
 		var l lease
-		if json.Unmarshal(b, &l) != nil || l.ID == "" || strconv.Quote(l.ID) == "" {
+		if json.Unmarshal(b, &l) != nil || !validID(l.ID) {
 			continue
 		}
 		out = append(out, &l)
@@ -122,11 +149,13 @@ func readLeases(dir string) ([]*lease, error) {
 }
 
 func removeLease(dir string, l *lease) error {
-	err := os.Remove(filepath.Join(dir, "leases", l.ID+".json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	var errs []error
+	for _, p := range []string{filepath.Join(dir, "leases", l.ID+".json"), filepath.Join(RegistryDir, l.ID+".json")} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 func alive(pid int) bool {
@@ -135,4 +164,14 @@ func alive(pid int) bool {
 	}
 	err := unix.Kill(pid, 0)
 	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// validID accepts only the 8 hex digits allocate writes: a lease names
+// paths and interfaces to delete, so it is checked before use.
+func validID(id string) bool {
+	if len(id) != 8 {
+		return false
+	}
+	_, err := strconv.ParseUint(id, 16, 32)
+	return err == nil
 }

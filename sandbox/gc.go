@@ -8,14 +8,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/cagent-dev/cagent/sandbox/firewall"
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
+	"golang.org/x/sys/unix"
 )
 
 // GCConfig configures GC.
 type GCConfig struct {
-	StateDir            string // default /var/lib/cagent
+	StateDir string // default /var/lib/cagent
+	// All also collects, from the host-wide registry (RegistryDir), the
+	// leftovers of crashed runs of any state directory.
+	All                 bool
 	RuncPath, RunscPath string // default: looked up in PATH
 	Logger              *slog.Logger
 }
@@ -36,17 +43,31 @@ func GC(ctx context.Context, c GCConfig) ([]string, error) {
 		return nil, ErrNotRoot
 	}
 	dir := filepath.Join(c.StateDir, "sandbox")
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+	var leases []*lease
+	if _, err := os.Stat(dir); err == nil {
+		release, err := lockState(dir)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		if leases, err = readLeases(dir); err != nil {
+			return nil, err
+		}
 	}
-	release, err := lockState(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	leases, err := readLeases(dir)
-	if err != nil {
-		return nil, err
+	if c.All {
+		reg, err := readLeaseDir(RegistryDir)
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, l := range leases {
+			seen[l.ID] = true
+		}
+		for _, l := range reg {
+			if !seen[l.ID] {
+				leases = append(leases, l)
+			}
+		}
 	}
 	var removed []string
 	var errs []error
@@ -57,7 +78,11 @@ func GC(ctx context.Context, c GCConfig) ([]string, error) {
 		if alive(l.PID) {
 			continue
 		}
-		if err := removeSandbox(c, dir, l); err != nil {
+		ldir := dir
+		if l.StateDir != "" && filepath.IsAbs(l.StateDir) {
+			ldir = l.StateDir
+		}
+		if err := removeSandbox(c, ldir, l); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", l.ID, err))
 			continue
 		}
@@ -79,6 +104,9 @@ func removeSandbox(c GCConfig, dir string, l *lease) error {
 		}
 		_ = exec.Command(bin, "--root", root, "delete", "--force", l.container()).Run()
 	}
+	// A runtime whose state is gone (or that was killed itself) may leave
+	// the command running: kill whatever is still in the sandbox's cgroup.
+	killCgroup(l.ID)
 	var errs []error
 	errs = append(errs, firewall.RemoveHost(l.ID))
 	errs = append(errs, netsetup.DeleteLink(l.hostIf()))
@@ -88,8 +116,33 @@ func removeSandbox(c GCConfig, dir string, l *lease) error {
 		return err
 	}
 	// Empty cgroup directories the runtime could not remove.
-	for _, ctl := range []string{"cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "systemd", "unified", ""} {
+	for _, ctl := range cgroupControllers {
 		_ = os.Remove(filepath.Join("/sys/fs/cgroup", ctl, "cagent", l.ID))
 	}
 	return removeLease(dir, l)
+}
+
+var cgroupControllers = []string{"pids", "memory", "cpu", "cpuacct", "blkio", "devices", "freezer", "cpuset", "systemd", "unified", ""}
+
+// killCgroup SIGKILLs every process in the sandbox's cgroup (v1 or v2).
+func killCgroup(id string) {
+	for range 10 {
+		found := false
+		for _, ctl := range cgroupControllers {
+			b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctl, "cagent", id, "cgroup.procs"))
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+					_ = unix.Kill(pid, unix.SIGKILL)
+					found = true
+				}
+			}
+		}
+		if !found {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -80,7 +80,7 @@ func (r *run) setup() error {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	pool := netip.MustParsePrefix(c.Policy.Sandbox.SubnetPool)
-	r.lease = lease{PID: os.Getpid(), Runtime: c.Runtime, Created: r.started.UTC().Format(time.RFC3339)}
+	r.lease = lease{PID: os.Getpid(), Runtime: c.Runtime, Created: r.started.UTC().Format(time.RFC3339), StateDir: r.sbDir}
 	if err := allocate(r.sbDir, pool, &r.lease); err != nil {
 		return err
 	}

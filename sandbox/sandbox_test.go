@@ -348,6 +348,56 @@ func TestGC(t *testing.T) {
 	}
 }
 
+// TestGCAll: a crashed run whose state directory is gone too is found
+// through the host-wide registry, and its command is killed.
+func TestGCAll(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	state, err := os.MkdirTemp("", "cagent-gcall-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(state)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRun$")
+	cmd.Env = append(os.Environ(), "CAGENT_HELPER_STATE="+state)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tr := &tracker{}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && len(tr.ids) == 0 {
+		ls, _ := readLeases(filepath.Join(state, "sandbox"))
+		if len(ls) == 1 {
+			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids/cagent", ls[0].ID)); err == nil {
+				tr.ids = []string{ls[0].ID}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(tr.ids) == 0 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Skip("no pids cgroup v1 hierarchy to observe here")
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Kill()
+	cmd.Wait()
+	os.RemoveAll(state) // the state directory is gone with the crash
+	ids, err := GC(context.Background(), GCConfig{StateDir: t.TempDir(), All: true})
+	if err != nil || !contains(ids, tr.ids[0]) {
+		t.Fatalf("GC(All) = %v, %v; want %s", ids, err, tr.ids[0])
+	}
+	if l := tr.leftovers(t, state); len(l) != 0 {
+		t.Errorf("left behind after gc --all: %v", l)
+	}
+	if b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids/cagent", tr.ids[0], "cgroup.procs")); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		t.Errorf("processes still in the sandbox's cgroup: %s", b)
+	}
+	if _, err := os.Stat(filepath.Join(RegistryDir, tr.ids[0]+".json")); err == nil {
+		t.Errorf("registry entry left")
+	}
+}
+
 func TestHelperRun(t *testing.T) {
 	state := os.Getenv("CAGENT_HELPER_STATE")
 	if state == "" {

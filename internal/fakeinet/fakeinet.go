@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,7 +99,24 @@ func Start(t testing.TB, opts Options) *Internet {
 	return in
 }
 
+// removeStale deletes fake internets whose test process is gone.
+func removeStale() {
+	names, _ := netsetup.List()
+	for _, n := range names {
+		var x, pid int
+		if _, err := fmt.Sscanf(n, "cagent-inet-%d-%d", &x, &pid); err != nil || n != fmt.Sprintf("cagent-inet-%d-%d", x, pid) {
+			continue
+		}
+		if pid == os.Getpid() || syscall.Kill(pid, 0) == nil || errors.Is(syscall.Kill(pid, 0), syscall.EPERM) {
+			continue
+		}
+		_ = netsetup.DeleteLink(fmt.Sprintf("cgin%d", x))
+		_ = netsetup.Delete(n)
+	}
+}
+
 func start(opts Options) (*Internet, error) {
+	removeStale()
 	in := &Internet{records: map[string][]netip.Addr{}}
 	var hostName string
 	// Claim a /24 by creating the host veth named after it.
@@ -109,9 +127,15 @@ func start(opts Options) (*Internet, error) {
 		in.HostAddr = netip.AddrFrom4([4]byte{10, 210, byte(x), 1})
 		in.Web = netip.AddrFrom4([4]byte{10, 210, byte(x), 2})
 		in.Catcher = netip.AddrFrom4([4]byte{10, 210, byte(x), 3})
-		in.NS = fmt.Sprintf("cagent-inet-%d-%x", x, randUint(1<<32))
+		// The creator's pid in the name lets a later run remove what a
+		// killed test process (no t.Cleanup) left: see removeStale.
+		in.NS = fmt.Sprintf("cagent-inet-%d-%d", x, os.Getpid())
 		hostName = fmt.Sprintf("cgin%d", x)
 		if err := netsetup.Create(in.NS); err != nil {
+			if errors.Is(err, netsetup.ErrExists) {
+				last = err
+				continue
+			}
 			return nil, err
 		}
 		v := netsetup.Veth{HostName: hostName, PeerName: "eth0", NS: in.NS,
