@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -308,7 +309,11 @@ func (d *Daemon) reconcile(ctx context.Context) {
 		d.mu.Unlock()
 		return
 	}
-	d.setState("sandbox", adminui.StateRunning, true, "", "")
+	msg := ""
+	if !reflect.DeepEqual(st.sandboxCfg, d.watcher.Current().Sandbox) {
+		msg = "the policy's sandbox settings changed; restart the sandbox to apply them"
+	}
+	d.setState("sandbox", adminui.StateRunning, true, msg, "")
 	d.comp["sandbox"].Info = st.info()
 	d.mu.Unlock()
 	for _, name := range []string{"proxy", "dns"} {

@@ -431,3 +431,26 @@ func TestAgentCannotReachHostServices(t *testing.T) {
 	default:
 	}
 }
+
+func TestSandboxSettingsChangeAskForRestart(t *testing.T) {
+	f := newFixture(t)
+	if m := f.component("sandbox").Message; m != "" {
+		t.Fatalf("message before change: %q", m)
+	}
+	// An env change is a sandbox setting: it waits for a restart.
+	y := strings.Replace(policyYAML(f.in, f.rt, f.ws, ""), "sandbox:\n", "sandbox:\n  env: {GREETING: hi}\n", 1)
+	os.WriteFile(f.path+".new", []byte(y), 0o644)
+	os.Rename(f.path+".new", f.path)
+	f.waitFor("restart hint", func() bool { return strings.Contains(f.component("sandbox").Message, "restart") })
+	if out, _ := f.sh("echo $GREETING"); strings.TrimSpace(out) != "" {
+		t.Errorf("env applied without restart: %q", out)
+	}
+	if err := f.d.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.waitRunning()
+	if out, _ := f.sh("echo $GREETING"); strings.TrimSpace(out) != "hi" {
+		t.Errorf("env after restart: %q", out)
+	}
+	f.waitFor("hint cleared", func() bool { return f.component("sandbox").Message == "" })
+}

@@ -25,6 +25,9 @@ type stack struct {
 	d    *Daemon
 	long *sandbox.Long
 	gw   netip.Addr
+	// sandboxCfg is the sandbox section the sandbox was created with; a
+	// reload that changes it applies at the next start.
+	sandboxCfg policy.Sandbox
 
 	mu     sync.Mutex
 	svc    map[string]*service
@@ -60,7 +63,7 @@ func (s *service) stop() {
 }
 
 func (d *Daemon) newStack(ctx context.Context, p *policy.Policy) (*stack, error) {
-	st := &stack{d: d, svc: map[string]*service{}}
+	st := &stack{d: d, svc: map[string]*service{}, sandboxCfg: p.Sandbox}
 	if err := ensureWorkspace(p.Sandbox.Workspace, p.Sandbox.User); err != nil {
 		return nil, err
 	}
