@@ -32,11 +32,14 @@ type batchSink struct {
 	out  io.Writer
 	f    *os.File // nil when out is not ours to close
 	err  error
+	// onErr, if set, is called once, from the writer goroutine, with the
+	// first write error (a full disk): events after it are lost.
+	onErr func(error)
 }
 
 // openBatchFile opens (creating, mode 0600) an audit file for appending,
 // refusing one whose chain is broken, like audit.OpenFile.
-func openBatchFile(path string) (*batchSink, error) {
+func openBatchFile(path string, onErr func(error)) (*batchSink, error) {
 	fs, err := audit.OpenFile(path) // verifies the existing chain
 	if err != nil {
 		return nil, err
@@ -47,13 +50,13 @@ func openBatchFile(path string) (*batchSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	s := newBatchSink(f, prev)
+	s := newBatchSink(f, prev, onErr)
 	s.f = f
 	return s, nil
 }
 
-func newBatchSink(out io.Writer, prev string) *batchSink {
-	s := &batchSink{ch: make(chan audit.Event, 1024), done: make(chan struct{}), out: out}
+func newBatchSink(out io.Writer, prev string, onErr func(error)) *batchSink {
+	s := &batchSink{ch: make(chan audit.Event, 1024), done: make(chan struct{}), out: out, onErr: onErr}
 	s.plen = copy(s.prev[:], prev)
 	go s.loop()
 	return s
@@ -80,6 +83,9 @@ func (s *batchSink) loop() {
 		}
 		if _, err := s.out.Write(s.buf); err != nil && s.err == nil {
 			s.err = err
+			if s.onErr != nil {
+				s.onErr(err)
+			}
 		}
 		if cap(s.buf) > 1<<20 {
 			s.buf = nil // do not keep a burst's buffer forever

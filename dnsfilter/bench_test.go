@@ -19,7 +19,7 @@ dns:
 domains:
   - domain: allowed.test
 `)
-	sink, err := openBatchFile(filepath.Join(b.TempDir(), "dns.jsonl"))
+	sink, err := openBatchFile(filepath.Join(b.TempDir(), "dns.jsonl"), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,7 +56,7 @@ dns:
 domains:
   - domain: allowed.test
 `)
-	sink, err := openBatchFile(filepath.Join(b.TempDir(), "dns.jsonl"))
+	sink, err := openBatchFile(filepath.Join(b.TempDir(), "dns.jsonl"), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

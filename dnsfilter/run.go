@@ -113,7 +113,9 @@ func Run(ctx context.Context, rc RunConfig) error {
 		logger = slog.New(slog.NewTextHandler(rc.Stderr, nil))
 	}
 
-	sink, closeSink, auditPath, err := openAudit(rc)
+	sink, closeSink, auditPath, err := openAudit(rc, func(err error) {
+		logger.Error("dns: audit log write failed; events are being lost", "err", err)
+	})
 	if err != nil {
 		return err
 	}
@@ -250,9 +252,9 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
 // openAudit opens the audit sink: a hash-chained file, or stdout for "-";
 // with --log-format json, events also go to stdout. Events are written in
 // batches by one goroutine (see batchSink).
-func openAudit(rc RunConfig) (audit.Sink, func(), string, error) {
+func openAudit(rc RunConfig, onErr func(error)) (audit.Sink, func(), string, error) {
 	if rc.AuditLog == "-" {
-		s := newBatchSink(rc.Stdout, "")
+		s := newBatchSink(rc.Stdout, "", onErr)
 		return s, func() { s.Close() }, "-", nil
 	}
 	path := rc.AuditLog
@@ -262,13 +264,13 @@ func openAudit(rc RunConfig) (audit.Sink, func(), string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, "", fmt.Errorf("audit dir: %w", err)
 	}
-	fs, err := openBatchFile(path)
+	fs, err := openBatchFile(path, onErr)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	if rc.LogFormat != "json" {
 		return fs, func() { fs.Close() }, path, nil
 	}
-	so := newBatchSink(rc.Stdout, "")
+	so := newBatchSink(rc.Stdout, "", onErr)
 	return audit.Multi(fs, so), func() { fs.Close(); so.Close() }, path, nil
 }

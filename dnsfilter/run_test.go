@@ -207,7 +207,7 @@ func TestRunConfigErrors(t *testing.T) {
 func TestBatchSink(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "a.jsonl")
 	for round := 0; round < 2; round++ { // the second round resumes the chain
-		s, err := openBatchFile(path)
+		s, err := openBatchFile(path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,4 +271,43 @@ func FuzzAppendEvent(f *testing.F) {
 			t.Fatalf("got %s\nwant %s", got, want)
 		}
 	})
+}
+
+func TestRunAuditToStdout(t *testing.T) {
+	up := startUpstream(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "cagent.yaml")
+	os.WriteFile(cfgPath, []byte("dns: {answer: upstream}\ndomains: [{domain: allowed.test}]\n"), 0o600)
+	stdout := &syncBuffer{}
+	udp := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, RunConfig{ConfigPath: cfgPath, Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Upstreams: []string{up.addr.String()},
+			StateDir: dir, AuditLog: "-", Stdout: stdout, Stderr: io.Discard, ResolvConf: "/nonexistent",
+			OnListen: func(name string, a net.Addr) {
+				if name == "udp" {
+					udp <- a.String()
+				}
+			}})
+	}()
+	var addr string
+	select {
+	case addr = <-udp:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("evil.test.", dns.TypeA)
+	if _, _, err := (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, addr); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	res, err := audit.Verify(strings.NewReader(stdout.String()), "")
+	if err != nil || res.Broken != nil || res.Lines != 1 || !strings.Contains(stdout.String(), `"qname":"evil.test"`) {
+		t.Fatalf("stdout audit: %+v %v\n%s", res, err, stdout)
+	}
 }
