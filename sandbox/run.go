@@ -140,10 +140,12 @@ func (r *run) serve() error {
 	if agent == "" {
 		agent = r.lease.ID
 	}
+	t0 := c.Now()
 	svc, err := c.NewServices(Gateway{ID: r.lease.ID, Agent: agent, Gateway: r.lease.Gateway, Addr: r.lease.Addr})
 	if err != nil {
 		return fmt.Errorf("start proxy and DNS: %w", err)
 	}
+	r.log.Debug("gateway services built", "id", r.lease.ID, "took", c.Now().Sub(t0))
 	r.services = svc
 	var closers []func() error
 	r.undo = append(r.undo, func() {
