@@ -207,6 +207,9 @@ func TestBrowserAdminUI(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the shell starts
 	do("type", typeLine("echo hello-$((6*7)) from $(hostname); stty size"))
 	waitJS("terminal output", `document.querySelector('.term-pane:not([style*="none"]) .xterm-rows').textContent.includes('hello-42 from sandbox')`)
+	do("type more", typeLine("id; ls -la /workspace; curl -s http://web.test/from-terminal | head -c 120; echo"))
+	waitJS("terminal curl output", `document.querySelector('.term-pane:not([style*="none"]) .xterm-rows').textContent.includes('from-terminal')`)
+	shot("terminal-shell")
 	do("second tab", chromedp.Click(chromedp.ID("new-tab")))
 	waitJS("two tabs", `document.querySelectorAll('.term-pane').length === 2`)
 	time.Sleep(500 * time.Millisecond)
