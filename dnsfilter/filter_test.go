@@ -46,6 +46,8 @@ func TestGatewayMode(t *testing.T) {
 				{"allowed A is the gateway", "allowed.test.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.209.0.1"}, "", "", audit.Allow},
 				{"case-insensitive, 0x20", "AlLoWeD.TeSt.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.209.0.1"}, "", "", audit.Allow},
 				{"wildcard subdomain", "api.wild.test.", dns.TypeA, dns.RcodeSuccess, []string{"A 10.209.0.1"}, "", "", audit.Allow},
+				{"suffix trick", "allowed.test.evil.test.", dns.TypeA, dns.RcodeNameError, nil, "not in the policy", "destination_not_allowed", audit.Deny},
+				{"wildcard needs a dot", "evilwild.test.", dns.TypeA, dns.RcodeNameError, nil, "not in the policy", "destination_not_allowed", audit.Deny},
 				{"wildcard excludes apex", "wild.test.", dns.TypeA, dns.RcodeNameError, nil, "not in the policy", "destination_not_allowed", audit.Deny},
 				{"AAAA empty", "allowed.test.", dns.TypeAAAA, dns.RcodeSuccess, nil, "", "", audit.Allow},
 				{"HTTPS empty", "allowed.test.", dns.TypeHTTPS, dns.RcodeSuccess, nil, "", "", audit.Allow},
@@ -115,6 +117,9 @@ domains:
   - domain: cname-bad.test
   - domain: cname-ok.test
   - domain: many.test
+  - domain: loop.test
+  - domain: loop2.test
+  - domain: extra.test
   - domain: lan.test
     allow_private: true
 `
@@ -138,6 +143,8 @@ func TestUpstreamMode(t *testing.T) {
 		{"CNAME query to disallowed target", "cname-bad.test.", dns.TypeCNAME, dns.RcodeNameError, nil, "evil.test", "destination_not_allowed"},
 		{"CNAME to allowed name", "cname-ok.test.", dns.TypeA, dns.RcodeSuccess, []string{"CNAME allowed.test", "A 93.184.216.34"}, "", ""},
 		{"CNAME query to allowed target", "cname-ok.test.", dns.TypeCNAME, dns.RcodeSuccess, []string{"CNAME allowed.test"}, "", ""},
+		{"CNAME loop ends without an address", "loop.test.", dns.TypeA, dns.RcodeSuccess, []string{"CNAME loop2.test", "CNAME loop.test"}, "", ""},
+		{"records for other names are dropped", "extra.test.", dns.TypeA, dns.RcodeSuccess, []string{"A 93.184.216.37"}, "", ""},
 		{"alias needs a gateway", "x.devbox.local.", dns.TypeA, dns.RcodeNameError, nil, "no policy entry has alias", "destination_not_allowed"},
 	}
 	for _, tc := range tests {

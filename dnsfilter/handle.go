@@ -402,6 +402,14 @@ func walkChain(answer []dns.RR, host string, qtype uint16) (cnames []*dns.CNAME,
 		}
 		cnames = append(cnames, next)
 		cur = strings.ToLower(strings.TrimSuffix(next.Target, "."))
+		for _, seen := range cnames[:len(cnames)-1] {
+			if sameName(seen.Hdr.Name, cur) {
+				return cnames, nil, cur // a loop: no address at its end
+			}
+		}
+		if sameName(host, cur) {
+			return cnames, nil, cur
+		}
 		if qtype == dns.TypeCNAME {
 			return cnames, nil, cur
 		}

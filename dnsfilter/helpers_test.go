@@ -76,6 +76,11 @@ func zone(r *dns.Msg) *dns.Msg {
 		for i := 0; i < 100; i++ {
 			add(fmt.Sprintf("many.test. 60 IN A 93.184.%d.%d", i/250, i%250+1))
 		}
+	case name == "loop.test.":
+		add("loop.test. 60 IN CNAME loop2.test.", "loop2.test. 60 IN CNAME loop.test.")
+	case name == "extra.test.":
+		// A poisoning attempt: records for names nobody asked about.
+		add("extra.test. 60 IN A 93.184.216.37", "evil.test. 60 IN A 6.6.6.6", "allowed.test. 60 IN A 6.6.6.7")
 	case name == "evil.test.":
 		add("evil.test. 60 IN A 93.184.216.35")
 	case strings.HasSuffix(name, ".wild.test.") || strings.HasSuffix(name, ".other.test."):
