@@ -99,3 +99,24 @@ func TestEnsureWorkspace(t *testing.T) {
 		t.Error("existing workspace changed")
 	}
 }
+
+func TestSafeToEmpty(t *testing.T) {
+	tmp := t.TempDir()
+	for _, tc := range []struct {
+		ws, state string
+		ok        bool
+	}{
+		{"/", "/var/lib/cagent", false},
+		{"/home", "/var/lib/cagent", false},
+		{"/tmp/", "/var/lib/cagent", false},
+		{"/var/lib", "/var/lib/cagent", false},
+		{tmp, filepath.Join(tmp, "state"), false},
+		{filepath.Join(tmp, "ws"), filepath.Join(tmp, "state"), true},
+		{"/srv/agent/ws", "/var/lib/cagent", true},
+	} {
+		err := safeToEmpty(tc.ws, tc.state)
+		if (err == nil) != tc.ok {
+			t.Errorf("safeToEmpty(%q, %q) = %v", tc.ws, tc.state, err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -443,6 +444,9 @@ func (d *Daemon) Wipe(ctx context.Context, emptyWorkspace bool) error {
 	}
 	if emptyWorkspace {
 		if ws := d.workspace(); ws != "" {
+			if err := safeToEmpty(ws, d.cfg.StateDir); err != nil {
+				return err
+			}
 			if err := emptyDir(ws); err != nil {
 				return fmt.Errorf("empty workspace: %w", err)
 			}
@@ -454,6 +458,28 @@ func (d *Daemon) Wipe(ctx context.Context, emptyWorkspace bool) error {
 
 func (d *Daemon) workspace() string {
 	return d.watcher.Current().Sandbox.Workspace
+}
+
+// safeToEmpty refuses to empty a workspace that is a top-level directory
+// ("/", "/home", "/tmp"...) or holds the state directory: a policy typo must
+// not turn "wipe" into deleting the host's files.
+func safeToEmpty(ws, stateDir string) error {
+	abs, err := filepath.Abs(ws)
+	if err != nil {
+		return err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	if strings.Count(filepath.Clean(abs), "/") < 2 {
+		return fmt.Errorf("refusing to empty the workspace %s: a top-level directory", abs)
+	}
+	if st, err := filepath.Abs(stateDir); err == nil {
+		if rel, err := filepath.Rel(abs, st); err == nil && !strings.HasPrefix(rel, "..") {
+			return fmt.Errorf("refusing to empty the workspace %s: it holds the state directory %s", abs, st)
+		}
+	}
+	return nil
 }
 
 func emptyDir(dir string) error {

@@ -334,7 +334,15 @@ func (l *Long) Exec(ctx context.Context, spec ExecSpec) (*LongProcess, error) {
 	c := &l.r.cfg
 	c.Audit.Emit(&audit.Event{TS: c.Now(), Type: audit.TypeCommand, Agent: c.Agent, Action: "exec",
 		Detail: map[string]string{"id": l.r.lease.ID, "tty": strconv.FormatBool(spec.TTY), "argv0": proc.Args[0]}})
-	_ = ctx
+	// The process lives as long as ctx: the terminal's WebSocket ending
+	// hangs up its shell.
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = p.Close()
+		case <-p.done:
+		}
+	}()
 	return p, nil
 }
 
