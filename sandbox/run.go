@@ -311,7 +311,12 @@ func (r *run) writeBundle() error {
 	if c.Runtime == RuntimeGVisor {
 		pids = max(GVisorMinPids, pids*8)
 	}
+	// Memory+swap equal to memory (no swap) where the host accounts swap:
+	// cgroup v1 with memsw, or cgroup v2.
 	_, swapErr := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		swapErr = nil
+	}
 	_, err := oci.Write(r.bundle, oci.Config{
 		Args: c.Args, Env: env, Cwd: cwd, UID: uid, GID: gid,
 		Terminal: c.Terminal, Rows: c.Rows, Cols: c.Cols, Hostname: hostname,
