@@ -21,6 +21,7 @@ import (
 	"github.com/cagent-dev/cagent/internal/fakeinet"
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
+	"github.com/cagent-dev/cagent/secretstore"
 )
 
 // fixture is a running daemon against a fake internet.
@@ -453,4 +454,52 @@ func TestSandboxSettingsChangeAskForRestart(t *testing.T) {
 		t.Errorf("env after restart: %q", out)
 	}
 	f.waitFor("hint cleared", func() bool { return f.component("sandbox").Message == "" })
+}
+
+// A secret stored with `cagent secret set` (the secret store) is injected by
+// the daemon's proxy; the sandbox has no trace of it.
+func TestStandaloneSecretInjected(t *testing.T) {
+	f := newFixture(t)
+	const canary = "sk-DAEMON-CANARY-5c1e"
+	st, err := secretstore.Open(filepath.Join(f.dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Set("WEB_KEY", canary); err != nil {
+		t.Fatal(err)
+	}
+	// Credentials go only over TLS: the entry intercepts HTTPS.
+	f.write("  - domain: api.test\n    allow_private: true\n    tls_intercept: true\n    credential: {header: Authorization, format: \"Bearer {value}\", secret: WEB_KEY}\n")
+	f.waitFor("policy applied", func() bool { return f.d.Policy().Lookup("api.test") != nil })
+	if got := f.curl("-H 'Authorization: agent-guess' https://api.test/with-secret"); got != "200" {
+		t.Fatalf("request: %s", got)
+	}
+	var seen bool
+	for _, r := range f.in.Requests() {
+		if r.RequestURI == "/with-secret" {
+			seen = true
+			if got := strings.Join(r.Header["Authorization"], ","); got != "Bearer "+canary {
+				t.Errorf("upstream saw Authorization %q", got)
+			}
+		}
+	}
+	if !seen {
+		t.Fatal("request did not reach the upstream")
+	}
+	// Not in the sandbox's environment, files or processes.
+	out, _ := f.sh("env; cat /proc/1/environ 2>/dev/null; grep -rs " + canary + " /workspace /tmp /run /etc 2>/dev/null | head -1")
+	if strings.Contains(out, canary) {
+		t.Errorf("secret visible in the sandbox: %q", out)
+	}
+	// Audit events name the credential, never its value.
+	e := f.event(func(e *audit.Event) bool { return e.Path == "/with-secret" })
+	if e == nil || e.Credential == "" {
+		t.Errorf("event %+v", e)
+	}
+	files, _ := filepath.Glob(filepath.Join(f.dir, "state", "audit", "*.jsonl"))
+	for _, p := range files {
+		if b, _ := os.ReadFile(p); strings.Contains(string(b), canary) {
+			t.Errorf("secret in audit file %s", p)
+		}
+	}
 }
