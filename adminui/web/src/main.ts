@@ -424,7 +424,7 @@ function domainsEditor(body: HTMLElement, cfg: any) {
         h(
           "label",
           {},
-          "Credential source (a reference, never the value)",
+          "Credential source (a name, never the value; sent over TLS only)",
           h(
             "div",
             { class: "row" },
