@@ -65,7 +65,7 @@ the command's status. Needs root. Everything is removed on exit; after a crash,
 	f.StringVar(&fl.stateDir, "state-dir", "/var/lib/cagent", "directory for the CA, leases, bundles and audit logs")
 	f.StringArrayVar(&fl.upstreamDNS, "upstream-dns", nil, "upstream resolver for the DNS filter and the proxy, IP or IP:port (repeatable; default: the policy's dns.upstream, else /etc/resolv.conf)")
 	f.StringVar(&fl.auditLog, "audit-log", "", "audit log file (default <state-dir>/audit/run-<agent>.jsonl, or run-<time>-<pid>-<random>.jsonl without --agent)")
-	f.StringVar(&fl.agent, "agent", "", "agent name recorded in audit events")
+	f.StringVar(&fl.agent, "agent", "", "agent name: in audit events, and the key of the proxy's persistent CA and byte budgets (<state-dir>/agents/NAME); default: a one-off name per run")
 	f.BoolVarP(&fl.verbose, "verbose", "v", false, "log sandbox setup and teardown (with timings) to stderr")
 	cmd.MarkFlagRequired("config")
 	return cmd
