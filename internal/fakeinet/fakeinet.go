@@ -110,7 +110,8 @@ func removeStale() {
 		if pid == os.Getpid() || syscall.Kill(pid, 0) == nil || errors.Is(syscall.Kill(pid, 0), syscall.EPERM) {
 			continue
 		}
-		_ = netsetup.DeleteLink(fmt.Sprintf("cgin%d", x))
+		// Only the namespace: its veth pair goes with it, and the host end's
+		// name may by now belong to a live run.
 		_ = netsetup.Delete(n)
 	}
 }
