@@ -95,11 +95,14 @@ func Run(ctx context.Context, rc RunConfig) error {
 	if err := rc.Validate(); err != nil {
 		return err
 	}
+	// One line per request: written by one goroutine, many lines per write.
+	logOut := newAsyncWriter(rc.Stderr)
+	defer logOut.Close()
 	var logger *slog.Logger
 	if rc.LogFormat == "json" {
-		logger = slog.New(slog.NewJSONHandler(rc.Stderr, nil))
+		logger = slog.New(slog.NewJSONHandler(logOut, nil))
 	} else {
-		logger = slog.New(slog.NewTextHandler(rc.Stderr, nil))
+		logger = slog.New(slog.NewTextHandler(logOut, nil))
 	}
 	if err := os.MkdirAll(rc.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -159,10 +162,14 @@ func Run(ctx context.Context, rc RunConfig) error {
 		fileSink = r
 	}
 	defer fileSink.Close()
-	var sink audit.Sink = fileSink
+	// Events are encoded and written off the request path, in batches;
+	// the queues are closed (drained) before the file.
+	var sinks batchMulti = []audit.Sink{fileSink}
 	if rc.LogFormat == "json" {
-		sink = audit.Multi(fileSink, audit.NewWriter(rc.Stdout, "", nil))
+		sinks = append(sinks, audit.NewWriter(rc.Stdout, "", nil))
 	}
+	sink := NewAuditQueue(sinks)
+	defer sink.Close()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
