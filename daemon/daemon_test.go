@@ -503,3 +503,29 @@ func TestStandaloneSecretInjected(t *testing.T) {
 		}
 	}
 }
+
+func TestStartFailureReportedAndRetried(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := f.d.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	notDir := filepath.Join(f.dir, "not-a-dir")
+	os.WriteFile(notDir, nil, 0o644)
+	good := f.ws
+	f.ws = notDir
+	f.write("")
+	f.waitFor("bad policy applied", func() bool { return f.d.Policy().Sandbox.Workspace == notDir })
+	err := f.d.Start(ctx)
+	if err == nil || !strings.Contains(err.Error(), "workspace") {
+		t.Fatalf("start with a bad workspace: %v", err)
+	}
+	c := f.component("sandbox")
+	if c.State != adminui.StateCrashed || !strings.Contains(c.LastError, "workspace") || !strings.Contains(c.Message, "retrying") {
+		t.Errorf("status %+v", c)
+	}
+	// Fixing the policy is enough: the supervisor retries by itself.
+	f.ws = good
+	f.write("")
+	f.waitRunning()
+}
