@@ -404,6 +404,13 @@ func (d *Daemon) Start(ctx context.Context) error {
 	d.want = true
 	d.nextTry = time.Time{}
 	d.backoff = 0
+	if d.stack == nil {
+		// So that waitRunning does not take an earlier crash for this
+		// attempt's result.
+		for _, n := range []string{"sandbox", "proxy", "dns"} {
+			d.setState(n, adminui.StateStarting, false, "start requested", "")
+		}
+	}
 	d.mu.Unlock()
 	d.emit("start_requested", nil)
 	d.poke()
