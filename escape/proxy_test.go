@@ -25,6 +25,7 @@ func TestThroughGateway(t *testing.T) {
 		name  string
 		allow bool // an allowed action that must keep working
 		args  []string
+		want  string // for an escape: what proves the intended layer stopped it
 		check func(t *testing.T, out string)
 	}
 	// A stand-in for the data plane's admin/metrics listener (cagent proxy
@@ -59,38 +60,38 @@ func TestThroughGateway(t *testing.T) {
 
 		{name: "allowed: a few distinct names under an allowed zone", allow: true, args: []string{"resolve-many", "few.exfil.test", "5"}},
 
-		{name: "explicit proxy to a name not in the policy", args: []string{"http", "http://other.test/"}},
-		{name: "DNS of a name not in the policy", args: []string{"resolve", "other.test"}},
-		{name: "CONNECT to an IP literal", args: []string{"connect", "gw:3128", webIP + ":443"}},
-		{name: "CONNECT to the catcher's IP literal", args: []string{"connect", "gw:3128", e.inet.Catcher.String() + ":443"}},
-		{name: "CONNECT to an allowed name on a port not allowed", args: []string{"connect", "gw:3128", "web.test:7777"}},
+		{name: "explicit proxy to a name not in the policy", want: "403", args: []string{"http", "http://other.test/"}},
+		{name: "DNS of a name not in the policy", want: "no such host", args: []string{"resolve", "other.test"}},
+		{name: "CONNECT to an IP literal", want: "403", args: []string{"connect", "gw:3128", webIP + ":443"}},
+		{name: "CONNECT to the catcher's IP literal", want: "403", args: []string{"connect", "gw:3128", e.inet.Catcher.String() + ":443"}},
+		{name: "CONNECT to an allowed name on a port not allowed", want: "403", args: []string{"connect", "gw:3128", "web.test:7777"}},
 		{name: "CONNECT to an allowed name with a different SNI (tunnel)", args: []string{"connect", "gw:3128", "web.test:443", "other.test"}},
 		{name: "CONNECT to an allowed name with a different SNI (intercepted)", args: []string{"connect", "gw:3128", "api.test:443", "other.test"}},
 		{name: "Host header differing from the CONNECT target", args: []string{"connect", "gw:3128", "api.test:443", "api.test", "other.test"}},
 		{name: "transparent TLS with a disallowed SNI", args: []string{"tls", "gw:443", "other.test"}},
 		{name: "transparent TLS with no SNI", args: []string{"tls", "gw:443", ""}},
-		{name: "transparent HTTP with a disallowed Host", args: []string{"rawhttp", "gw:80", "GET / HTTP/1.1", "other.test"}},
-		{name: "explicit proxy absolute-form to an IP literal", args: []string{"rawhttp", "gw:3128", "GET http://" + webIP + "/ HTTP/1.1", webIP}},
-		{name: "allowed name resolving to loopback", args: []string{"http", "http://loop.test/"}},
-		{name: "allowed name resolving to a private address", args: []string{"http", "http://private.test/"}},
-		{name: "allowed name resolving to 169.254.169.254 (metadata)", args: []string{"http", "http://meta.test/"}},
-		{name: "allowed name resolving to loopback (CONNECT)", args: []string{"connect", "gw:3128", "loop.test:443"}},
-		{name: "allowed name resolving to 169.254.169.254 (transparent)", args: []string{"http", "http://meta.test/", "-noproxy"}},
+		{name: "transparent HTTP with a disallowed Host", want: "403", args: []string{"rawhttp", "gw:80", "GET / HTTP/1.1", "other.test"}},
+		{name: "explicit proxy absolute-form to an IP literal", want: "403", args: []string{"rawhttp", "gw:3128", "GET http://" + webIP + "/ HTTP/1.1", webIP}},
+		{name: "allowed name resolving to loopback", want: "forbidden_address", args: []string{"http", "http://loop.test/"}},
+		{name: "allowed name resolving to a private address", want: "forbidden_address", args: []string{"http", "http://private.test/"}},
+		{name: "allowed name resolving to 169.254.169.254 (metadata)", want: "forbidden_address", args: []string{"http", "http://meta.test/"}},
+		{name: "allowed name resolving to loopback (CONNECT)", want: "forbidden_address", args: []string{"connect", "gw:3128", "loop.test:443"}},
+		{name: "allowed name resolving to 169.254.169.254 (transparent)", want: "forbidden_address", args: []string{"http", "http://meta.test/", "-noproxy"}},
 
 		{name: "admin/metrics port on the gateway address", args: []string{"tcp", "gw:" + ap}},
-		{name: "admin/metrics port through the explicit proxy (loopback)", args: []string{"rawhttp", "gw:3128", "GET http://127.0.0.1:" + ap + "/metrics HTTP/1.1", "127.0.0.1:" + ap}},
-		{name: "admin/metrics port through the explicit proxy (localhost)", args: []string{"rawhttp", "gw:3128", "GET http://localhost:" + ap + "/metrics HTTP/1.1", "localhost:" + ap}},
-		{name: "admin/metrics port through CONNECT (gateway address)", args: []string{"connect", "gw:3128", "gw:" + ap}},
+		{name: "admin/metrics port through the explicit proxy (loopback)", want: "403", args: []string{"rawhttp", "gw:3128", "GET http://127.0.0.1:" + ap + "/metrics HTTP/1.1", "127.0.0.1:" + ap}},
+		{name: "admin/metrics port through the explicit proxy (localhost)", want: "403", args: []string{"rawhttp", "gw:3128", "GET http://localhost:" + ap + "/metrics HTTP/1.1", "localhost:" + ap}},
+		{name: "admin/metrics port through CONNECT (gateway address)", want: "403", args: []string{"connect", "gw:3128", "gw:" + ap}},
 
-		{name: "path filter: denied path", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/admin HTTP/1.1", "api.test"}},
-		{name: "path filter: encoded character", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/%61dmin HTTP/1.1", "api.test"}},
-		{name: "path filter: encoded slash", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1%2Fadmin HTTP/1.1", "api.test"}},
-		{name: "path filter: dot segments", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/x/../admin HTTP/1.1", "api.test"}},
-		{name: "path filter: encoded dot segments", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/x/%2e%2e/admin HTTP/1.1", "api.test"}},
-		{name: "path filter: double slash", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1//admin HTTP/1.1", "api.test"}},
-		{name: "path filter: case", args: []string{"rawhttp", "gw:3128", "GET http://api.test/V1/ADMIN HTTP/1.1", "api.test"}},
-		{name: "path filter: double encoding", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/%2561dmin HTTP/1.1", "api.test"}},
-		{name: "path filter: outside the allowed prefix", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v2/models HTTP/1.1", "api.test"}},
+		{name: "path filter: denied path", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/admin HTTP/1.1", "api.test"}},
+		{name: "path filter: encoded character", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/%61dmin HTTP/1.1", "api.test"}},
+		{name: "path filter: encoded slash", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1%2Fadmin HTTP/1.1", "api.test"}},
+		{name: "path filter: dot segments", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/x/../admin HTTP/1.1", "api.test"}},
+		{name: "path filter: encoded dot segments", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/x/%2e%2e/admin HTTP/1.1", "api.test"}},
+		{name: "path filter: double slash", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1//admin HTTP/1.1", "api.test"}},
+		{name: "path filter: case", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/V1/ADMIN HTTP/1.1", "api.test"}},
+		{name: "path filter: double encoding", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v1/%2561dmin HTTP/1.1", "api.test"}},
+		{name: "path filter: outside the allowed prefix", want: "path_not_allowed", args: []string{"rawhttp", "gw:3128", "GET http://api.test/v2/models HTTP/1.1", "api.test"}},
 
 		{name: "credential in env, files or /proc", args: []string{"find", hex.EncodeToString([]byte(secretValue))}},
 		{name: "DNS exfiltration: long label", args: []string{"resolve", strings.Repeat("a", 50) + ".exfil.test"}},
@@ -109,6 +110,9 @@ func TestThroughGateway(t *testing.T) {
 					}
 					if strings.Contains(out, secretValue) {
 						t.Errorf("the credential leaked into the sandbox's output:\n%s", out)
+					}
+					if tc.want != "" && !strings.Contains(out, tc.want) {
+						t.Errorf("blocked, but not by the intended layer: output lacks %q:\n%s", tc.want, out)
 					}
 					if tc.check != nil {
 						tc.check(t, out)
