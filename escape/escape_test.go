@@ -1,7 +1,11 @@
 package escape
 
 import (
+	"os"
+	"path/filepath"
+
 	"fmt"
+	"github.com/cagent-dev/cagent/policy"
 	"net"
 	"net/netip"
 	"strings"
@@ -126,4 +130,33 @@ func TestResources(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestCustomRootfs runs the probe on a nearly empty root directory
+// (sandbox.rootfs: DIR) instead of the host's: the generated resolv.conf and
+// hosts are bound over the rootfs's own, and the allowed path works.
+func TestCustomRootfs(t *testing.T) {
+	e := newEnv(t)
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"resolv.conf", "hosts", "hostname"} {
+		if err := os.WriteFile(filepath.Join(root, "etc", f), []byte("# placeholder\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := policy.Parse("rootfs.yaml", []byte(policyYAML+"  rootfs: "+root+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rt := range runtimes {
+		t.Run(rt.name, func(t *testing.T) {
+			o := runOpts{services: true, pol: p}
+			e.mustWork(t, rt.name, "custom rootfs: DNS and HTTP through the gateway", o, "http", "http://web.test/rootfs", "-noproxy")
+			e.mustFail(t, rt.name, "custom rootfs: direct TCP", o, "tcp", netip.AddrPortFrom(e.inet.Catcher, 7777).String())
+		})
+	}
+	e.noDirectTraffic(t)
 }
