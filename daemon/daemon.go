@@ -347,24 +347,38 @@ func (d *Daemon) reconcile(ctx context.Context) {
 
 func (d *Daemon) bringUp(ctx context.Context) {
 	d.mu.Lock()
+	if !d.want {
+		d.mu.Unlock()
+		return
+	}
 	for _, n := range []string{"sandbox", "proxy", "dns"} {
 		d.setState(n, adminui.StateStarting, false, "starting", "")
 	}
 	d.mu.Unlock()
 	st, err := d.newStack(ctx, d.watcher.Current())
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if err != nil {
 		d.log.Error("sandbox start failed", "err", err)
 		d.backoff = min(max(2*d.backoff, time.Second), 30*time.Second)
 		d.nextTry = d.cfg.Now().Add(d.backoff)
-		for _, n := range []string{"sandbox", "proxy", "dns"} {
-			d.setState(n, adminui.StateCrashed, false, fmt.Sprintf("start failed; retrying in %s", d.backoff), err.Error())
+		if d.want {
+			for _, n := range []string{"sandbox", "proxy", "dns"} {
+				d.setState(n, adminui.StateCrashed, false, fmt.Sprintf("start failed; retrying in %s", d.backoff), err.Error())
+			}
 		}
+		d.mu.Unlock()
 		return
 	}
-	if !d.want || ctx.Err() != nil { // stopped while we were starting
-		go st.close()
+	if !d.want || ctx.Err() != nil {
+		// Stopped while we were starting: undo it here, in the supervisor,
+		// so a following start cannot collide with the teardown.
+		if !d.want {
+			for _, n := range []string{"sandbox", "proxy", "dns"} {
+				d.setState(n, adminui.StateStopped, false, "stopped by the admin", "")
+			}
+		}
+		d.mu.Unlock()
+		st.close()
 		return
 	}
 	d.backoff = 0
@@ -375,6 +389,7 @@ func (d *Daemon) bringUp(ctx context.Context) {
 		d.setState(n, adminui.StateRunning, true, "", "")
 		d.comp[n].Info = st.serviceInfo(n)
 	}
+	d.mu.Unlock()
 }
 
 // ---- adminui.Controller -------------------------------------------------
@@ -507,11 +522,14 @@ func (d *Daemon) waitRunning(ctx context.Context) error {
 	defer cancel()
 	for {
 		d.mu.Lock()
-		st, c := d.stack, d.comp["sandbox"]
+		st, c, want := d.stack, d.comp["sandbox"], d.want
 		state, lastErr := c.State, c.LastError
 		d.mu.Unlock()
 		if st != nil {
 			return nil
+		}
+		if !want {
+			return errors.New("the sandbox was stopped before it started")
 		}
 		if state == adminui.StateCrashed && lastErr != "" {
 			return errors.New(lastErr)

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -528,4 +529,39 @@ func TestStartFailureReportedAndRetried(t *testing.T) {
 	f.ws = good
 	f.write("")
 	f.waitRunning()
+}
+
+// Start and Stop from several admins at once end in a consistent state.
+func TestConcurrentLifecycleRequests(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				_ = f.d.Stop(ctx)
+			} else {
+				_ = f.d.Start(ctx)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := f.d.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, c := range f.d.Status(ctx).Components {
+		if c.State != adminui.StateStopped {
+			t.Errorf("%s is %s after the final stop", c.Name, c.State)
+		}
+	}
+	if err := f.d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.waitRunning()
+	if got := f.curl("http://web.test/"); got != "200" {
+		t.Errorf("after the storm: %s", got)
+	}
 }
