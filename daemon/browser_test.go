@@ -222,6 +222,20 @@ func TestBrowserAdminUI(t *testing.T) {
 	}
 	shot("terminal")
 
+	// Dashboard buttons: stop (it stays stopped), start, wipe after confirmation.
+	do("dashboard again", chromedp.Navigate(srv.URL+"/#/dashboard"), chromedp.WaitVisible(chromedp.ID("sandbox-stop")), chromedp.Click(chromedp.ID("sandbox-stop")))
+	waitJS("stopped", `!!document.querySelector('#component-sandbox .badge.stopped')`)
+	shot("dashboard-stopped")
+	do("start", chromedp.Click(chromedp.ID("sandbox-start")))
+	waitJS("running again", `!!document.querySelector('#component-sandbox .badge.running')`)
+	os.WriteFile(filepath.Join(f.ws, "junk"), []byte("x"), 0o644)
+	do("wipe", chromedp.Click(chromedp.ID("sandbox-wipe")), chromedp.WaitVisible(chromedp.ID("wipe-workspace")),
+		chromedp.Click(chromedp.ID("wipe-workspace")), chromedp.Click(chromedp.ID("modal-ok")))
+	waitJS("wiped", `!!document.querySelector('#component-sandbox .badge.running') && [...document.querySelectorAll('.toast')].some(t => t.textContent.includes('wipe done'))`)
+	if _, err := os.Stat(filepath.Join(f.ws, "junk")); !os.IsNotExist(err) {
+		t.Errorf("workspace not emptied by wipe: %v", err)
+	}
+
 	// Log out: the API refuses the old session.
-	do("logout", chromedp.Navigate(srv.URL+"/#/dashboard"), chromedp.WaitVisible(chromedp.ID("logout")), chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("token")))
+	do("logout", chromedp.WaitVisible(chromedp.ID("logout")), chromedp.Click(chromedp.ID("logout")), chromedp.WaitVisible(chromedp.ID("token")))
 }
