@@ -319,13 +319,21 @@ func (d *Daemon) reconcile(ctx context.Context) {
 	d.mu.Unlock()
 	for _, name := range []string{"proxy", "dns"} {
 		err := st.check(name)
+		var refused error
+		if err == nil {
+			refused = st.refusal(name, d.watcher.Current())
+		}
 		d.mu.Lock()
 		if d.stack != st {
 			d.mu.Unlock()
 			return
 		}
 		if err == nil {
-			d.setState(name, adminui.StateRunning, true, "", "")
+			msg := ""
+			if refused != nil {
+				msg = "refused the current policy, running the previous one: " + refused.Error()
+			}
+			d.setState(name, adminui.StateRunning, true, msg, "")
 			d.comp[name].Info = st.serviceInfo(name)
 			d.mu.Unlock()
 			continue

@@ -40,11 +40,13 @@ type service struct {
 	closer func() error
 	ready  func() error
 	setPol func(*policy.Policy)
-	failed chan error // first unexpected serve error
-	since  time.Time
-	wg     sync.WaitGroup
-	lns    []func() error
-	addrs  []string
+	// refused, if set, says why the service runs an older policy than p.
+	refused func(p *policy.Policy) error
+	failed  chan error // first unexpected serve error
+	since   time.Time
+	wg      sync.WaitGroup
+	lns     []func() error
+	addrs   []string
 }
 
 func (s *service) fail(err error) {
@@ -169,7 +171,15 @@ func (st *stack) startDNS(p *policy.Policy) (err error) {
 	if err != nil {
 		return err
 	}
-	s := &service{name: "dns", closer: f.Close, ready: func() error { return nil }, setPol: f.SetPolicy, failed: make(chan error, 1)}
+	s := &service{name: "dns", closer: f.Close, ready: func() error { return nil }, setPol: f.SetPolicy, failed: make(chan error, 1),
+		refused: func(p *policy.Policy) error {
+			if f.Policy() == p {
+				return nil
+			}
+			// A policy the filter accepts is about to be applied (the
+			// watcher stores it, then applies it).
+			return f.CheckPolicy(p)
+		}}
 	defer func() {
 		if err != nil {
 			s.stop()
@@ -219,6 +229,17 @@ func (st *stack) check(name string) error {
 
 // readyGrace is how long a new service may report "not serving yet".
 const readyGrace = 2 * time.Second
+
+// refusal reports why a service does not run policy p, or nil.
+func (st *stack) refusal(name string, p *policy.Policy) error {
+	st.mu.Lock()
+	s := st.svc[name]
+	st.mu.Unlock()
+	if s == nil || s.refused == nil {
+		return nil
+	}
+	return s.refused(p)
+}
 
 // restart replaces a crashed service with a fresh one on the same gateway.
 func (st *stack) restart(name string, p *policy.Policy) error {
