@@ -75,7 +75,7 @@ func (p *Proxy) dial(ctx context.Context, st *state, plan dialPlan) (net.Conn, n
 		addrs = []netip.Addr{a.Unmap()}
 	} else {
 		var err error
-		addrs, err = st.resolver.LookupAddrs(ctx, plan.host)
+		addrs, err = st.dns.lookup(ctx, plan.host)
 		if err != nil {
 			if st.upstreamProxy != nil && !errors.Is(err, resolver.ErrNotFound) {
 				// Behind a corporate proxy our DNS may not see public names;
@@ -124,7 +124,7 @@ func (p *Proxy) dialViaProxy(ctx context.Context, st *state, hostport string) (n
 	}
 	proxyAddr := net.JoinHostPort(u.Hostname(), port)
 	if _, err := netip.ParseAddr(u.Hostname()); err != nil {
-		addrs, err := st.resolver.LookupAddrs(ctx, u.Hostname())
+		addrs, err := st.dns.lookup(ctx, u.Hostname())
 		if err != nil {
 			return nil, netip.AddrPort{}, fmt.Errorf("upstream proxy: %w", err)
 		}

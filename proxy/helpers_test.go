@@ -40,6 +40,7 @@ type fakeDNS struct {
 	answers map[string][]netip.Addr // fqdn -> addresses; "*.test." matches any .test name
 	queries map[string]int
 	next    map[string][][]netip.Addr // per-name queue of answers to give before answers
+	ttl     uint32                    // TTL of every answer (0: not cacheable)
 	addr    netip.AddrPort
 }
 
@@ -94,6 +95,7 @@ func (f *fakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			addrs, ok, f.next[name] = queue[0], true, queue[1:]
 		}
 	}
+	ttl := f.ttl
 	f.mu.Unlock()
 	if !ok {
 		m.Rcode = dns.RcodeNameError
@@ -102,10 +104,10 @@ func (f *fakeDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	for _, a := range addrs {
 		if q.Qtype == dns.TypeA && a.Is4() {
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 0}, A: a.AsSlice()})
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: ttl}, A: a.AsSlice()})
 		}
 		if q.Qtype == dns.TypeAAAA && a.Is6() {
-			m.Answer = append(m.Answer, &dns.AAAA{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: 0}, AAAA: a.AsSlice()})
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: ttl}, AAAA: a.AsSlice()})
 		}
 	}
 	w.WriteMsg(m)

@@ -66,6 +66,7 @@ type Proxy struct {
 type state struct {
 	pol           *policy.Policy
 	resolver      *resolver.Resolver
+	dns           *dnsCache // answers of resolver, for their TTL
 	rootCAs       *x509.CertPool
 	upstreamProxy *url.URL
 
@@ -173,6 +174,7 @@ func (p *Proxy) newState(pol *policy.Policy) *state {
 		}
 	}
 	st.resolver = resolver.New(ups, resolver.Options{DialContext: p.cfg.DialContext})
+	st.dns = newDNSCache(st.resolver, pol.DNS.CacheTTL.D(), p.clock)
 	st.rootCAs = p.cfg.RootCAs
 	if st.rootCAs == nil && pol.Proxy.CABundle != "" {
 		pool := x509.NewCertPool()

@@ -8,7 +8,8 @@
 //
 // Modes: connect-down (bulk download through CONNECT, MB/s), connect-rtt
 // (request latency inside one tunnel), https (keep-alive HTTPS req/s and
-// latency), hold (open N tunnels and keep them until stdin closes).
+// latency), connect-open (tunnel setup time, one CONNECT after another),
+// hold (open N tunnels and keep them until stdin closes).
 package main
 
 import (
@@ -186,7 +187,7 @@ func dialVia(proxy, target string) (net.Conn, error) {
 
 func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
-	mode := fs.String("mode", "connect-down", "connect-down | connect-rtt | https | hold")
+	mode := fs.String("mode", "connect-down", "connect-down | connect-rtt | connect-open | https | hold")
 	proxy := fs.String("proxy", "", "proxy address (empty: direct)")
 	target := fs.String("target", "127.0.0.1:18099", "host:port")
 	conns := fs.Int("conns", 1, "parallel connections")
@@ -307,6 +308,20 @@ func load(args []string) error {
 		wg.Wait()
 		if err, _ := firstErr.Load().(error); err != nil {
 			return err
+		}
+		fmt.Printf("rps=%.0f p50_us=%.1f p99_us=%.1f\n", float64(len(lat))/dur.Seconds(), us(pct(lat, 50)), us(pct(lat, 99)))
+	case "connect-open":
+		// Tunnel setup: CONNECT, wait for the 200, close; one after the other.
+		var lat []time.Duration
+		end := time.Now().Add(*dur)
+		for time.Now().Before(end) {
+			t0 := time.Now()
+			c, err := dialVia(*proxy, *target)
+			if err != nil {
+				return err
+			}
+			lat = append(lat, time.Since(t0))
+			c.Close()
 		}
 		fmt.Printf("rps=%.0f p50_us=%.1f p99_us=%.1f\n", float64(len(lat))/dur.Seconds(), us(pct(lat, 50)), us(pct(lat, 99)))
 	case "hold":
