@@ -171,7 +171,9 @@ func (s *Server) routes() {
 	m.Handle("GET /api/logs/stream", s.authed(s.logStream))
 	m.Handle("GET /api/analytics", s.authed(s.analytics))
 	m.Handle("GET /api/terminal", s.authed(s.terminal))
-	m.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Unknown API paths need a session too: nothing under /api/ answers
+	// an anonymous client but the login.
+	m.Handle("/api/", s.authedAnyMethod(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint")
 	}))
 	// The UI's static files are public: they hold no data, and the login
@@ -241,6 +243,19 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 			}
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, sess)))
+	})
+}
+
+// authedAnyMethod requires a session but no CSRF token (for 404s).
+func (s *Server) authedAnyMethod(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(SessionCookie)
+		cur, herr := readTokenHash(s.cfg.StateDir)
+		if err != nil || herr != nil || s.sess.get(c.Value, cur) == nil {
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "log in with the admin token first")
+			return
+		}
+		h(w, r)
 	})
 }
 

@@ -244,6 +244,7 @@ func TestAuthRequiredEverywhereButHealthz(t *testing.T) {
 		{"POST", "/api/sandbox/start"}, {"POST", "/api/sandbox/stop"}, {"POST", "/api/sandbox/restart"}, {"POST", "/api/sandbox/wipe"},
 		{"GET", "/api/config"}, {"POST", "/api/config/validate"}, {"PUT", "/api/config"}, {"PUT", "/api/config/domains"},
 		{"POST", "/api/config/allow"}, {"GET", "/api/logs"}, {"GET", "/api/logs/stream"}, {"GET", "/api/analytics"}, {"GET", "/api/terminal"},
+		{"GET", "/api/nonexistent"}, {"DELETE", "/api/secrets/x"},
 	}
 	for _, r := range routes {
 		resp, m := anon.do(r.method, r.path, map[string]string{}, nil)
@@ -388,6 +389,9 @@ func TestSandboxActions(t *testing.T) {
 	}
 	if resp, _ := c.do("POST", "/api/sandbox/explode", nil, nil); resp.StatusCode != 404 {
 		t.Errorf("unknown action: %d", resp.StatusCode)
+	}
+	if resp, m := c.do("GET", "/api/nonexistent", nil, nil); resp.StatusCode != 404 || m["error"] != "not_found" {
+		t.Errorf("unknown path with a session: %d %v", resp.StatusCode, m)
 	}
 	if got := strings.Join(e.ctl.calls, ","); got != "stop,start,restart,wipe+empty" {
 		t.Errorf("calls %s", got)
