@@ -6,10 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -643,4 +645,55 @@ func TestInvalidStoredEntryLeftOut(t *testing.T) {
 	if !strings.Contains(string(r.body), "good.example") || strings.Contains(string(r.body), "bad domain") {
 		t.Fatalf("policy: %s", r.body)
 	}
+}
+
+// failingAudit is a store whose audit writes fail, inside transactions too.
+type failingAudit struct{ store.Store }
+
+func (f failingAudit) AppendAudit(context.Context, store.AuditEntry) error {
+	return errors.New("audit log unavailable")
+}
+
+func (f failingAudit) InTx(ctx context.Context, fn func(store.Store) error) error {
+	return f.Store.InTx(ctx, func(st store.Store) error { return fn(failingAudit{st}) })
+}
+
+// TestChangeWithoutAuditIsRolledBack: a change whose audit record cannot be
+// written does not happen.
+func TestChangeWithoutAuditIsRolledBack(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		var broken atomic.Bool
+		e := newEnv(t, dsn, func(c *api.Config) { c.Store = switchable{c.Store, &broken} })
+		a := e.tenant("alpha")
+		broken.Store(true)
+		r := e.do("POST", a.path("/policies"), a.admin, map[string]any{"entry": map[string]any{"domain": "x.example"}})
+		if r.status != 500 || strings.Contains(string(r.body), "audit log unavailable") {
+			t.Fatalf("status %d %s", r.status, r.body)
+		}
+		e.do("POST", a.path("/agents"), a.admin, map[string]any{"name": "ghost"})
+		e.do("PUT", a.path("/secrets/k"), a.admin, map[string]any{"value": "v"})
+		broken.Store(false)
+		if n := len(e.must(200, e.do("GET", a.path("/policies"), a.admin, nil)).items(t)); n != 0 {
+			t.Fatalf("%d policies after a failed audit", n)
+		}
+		if n := len(e.must(200, e.do("GET", a.path("/agents"), a.admin, nil)).items(t)); n != 1 {
+			t.Fatalf("%d agents after a failed audit", n)
+		}
+		if n := len(e.must(200, e.do("GET", a.path("/secrets"), a.admin, nil)).items(t)); n != 0 {
+			t.Fatalf("%d secrets after a failed audit", n)
+		}
+	})
+}
+
+// switchable fails audit writes while broken is set.
+type switchable struct {
+	store.Store
+	broken *atomic.Bool
+}
+
+func (s switchable) InTx(ctx context.Context, fn func(store.Store) error) error {
+	if !s.broken.Load() {
+		return s.Store.InTx(ctx, fn)
+	}
+	return failingAudit{s.Store}.InTx(ctx, fn)
 }

@@ -85,13 +85,18 @@ func (s *Server) createTenant(c *call) error {
 		return err
 	}
 	t := store.Tenant{ID: store.NewID(), Name: req.Name, CreatedAt: c.now()}
-	if err := s.st.CreateTenant(c.r.Context(), t); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return errf(http.StatusConflict, "conflict", "a tenant named %q exists", req.Name)
+	err := c.change(func(st store.Store) error {
+		if err := st.CreateTenant(c.r.Context(), t); err != nil {
+			return err
 		}
+		return c.audit(st, "tenant.create", "tenant", t.ID, map[string]any{"tenant_id": t.ID, "name": t.Name})
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return errf(http.StatusConflict, "conflict", "a tenant named %q exists", req.Name)
+	}
+	if err != nil {
 		return err
 	}
-	c.audit("tenant.create", "tenant", t.ID, map[string]any{"tenant_id": t.ID, "name": t.Name})
 	return c.ok(http.StatusCreated, t)
 }
 
@@ -104,10 +109,15 @@ func (s *Server) getTenant(c *call) error {
 }
 
 func (s *Server) deleteTenant(c *call) error {
-	if err := s.st.DeleteTenant(c.r.Context(), c.tenantID); err != nil {
+	err := c.change(func(st store.Store) error {
+		if err := st.DeleteTenant(c.r.Context(), c.tenantID); err != nil {
+			return err
+		}
+		return c.audit(st, "tenant.delete", "tenant", c.tenantID, nil)
+	})
+	if err != nil {
 		return err
 	}
-	c.audit("tenant.delete", "tenant", c.tenantID, nil)
 	s.notify(c.tenantID, "")
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -158,14 +168,19 @@ func (s *Server) createToken(c *call) error {
 			return fieldErr("agent_id", "agent is disabled")
 		}
 	}
-	ct, err := s.mintToken(c, scope, req.Kind, req.Name, req.AgentID, req.ExpiresAt)
+	var ct createdToken
+	err := c.change(func(st store.Store) error {
+		var err error
+		ct, err = s.mintToken(c, st, scope, req.Kind, req.Name, req.AgentID, req.ExpiresAt)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	return c.ok(http.StatusCreated, ct)
 }
 
-func (s *Server) mintToken(c *call, tenantID, kind, name, agentID string, exp *time.Time) (createdToken, error) {
+func (s *Server) mintToken(c *call, st store.Store, tenantID, kind, name, agentID string, exp *time.Time) (createdToken, error) {
 	k, err := s.cfg.Hasher.NewToken()
 	if err != nil {
 		return createdToken{}, err
@@ -174,10 +189,12 @@ func (s *Server) mintToken(c *call, tenantID, kind, name, agentID string, exp *t
 	if exp != nil {
 		t.ExpiresAt = exp.UTC()
 	}
-	if err := s.st.CreateToken(c.r.Context(), t); err != nil {
+	if err := st.CreateToken(c.r.Context(), t); err != nil {
 		return createdToken{}, err
 	}
-	c.audit("token.create", "token", t.ID, map[string]any{"kind": kind, "name": name, "agent_id": agentID})
+	if err := c.audit(st, "token.create", "token", t.ID, map[string]any{"kind": kind, "name": name, "agent_id": agentID}); err != nil {
+		return createdToken{}, err
+	}
 	return createdToken{Token: t, Plain: k.Plain}, nil
 }
 
@@ -197,10 +214,6 @@ func (s *Server) updateToken(c *call) error {
 	if err := req.check(); err != nil {
 		return err
 	}
-	t, err := s.st.UpdateToken(c.r.Context(), c.tokenScope(), c.r.PathValue("token"), req.Disabled, req.ExpiresAt)
-	if err != nil {
-		return err
-	}
 	d := map[string]any{}
 	if req.Disabled != nil {
 		d["disabled"] = *req.Disabled
@@ -208,7 +221,17 @@ func (s *Server) updateToken(c *call) error {
 	if req.ExpiresAt != nil {
 		d["expires_at"] = req.ExpiresAt.UTC()
 	}
-	c.audit("token.update", "token", t.ID, d)
+	var t store.Token
+	err := c.change(func(st store.Store) error {
+		var err error
+		if t, err = st.UpdateToken(c.r.Context(), c.tokenScope(), c.r.PathValue("token"), req.Disabled, req.ExpiresAt); err != nil {
+			return err
+		}
+		return c.audit(st, "token.update", "token", t.ID, d)
+	})
+	if err != nil {
+		return err
+	}
 	if t.AgentID != "" {
 		s.notify(t.TenantID, t.AgentID)
 	}
@@ -222,10 +245,15 @@ func (s *Server) deleteToken(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.DeleteToken(ctx, c.tokenScope(), id); err != nil {
+	err = c.change(func(st store.Store) error {
+		if err := st.DeleteToken(ctx, c.tokenScope(), id); err != nil {
+			return err
+		}
+		return c.audit(st, "token.delete", "token", id, nil)
+	})
+	if err != nil {
 		return err
 	}
-	c.audit("token.delete", "token", id, nil)
 	if t.AgentID != "" {
 		s.notify(t.TenantID, t.AgentID)
 	}
@@ -271,14 +299,22 @@ func (s *Server) createAgent(c *call) error {
 		return err
 	}
 	a := store.Agent{ID: store.NewID(), TenantID: c.tenantID, Name: req.Name, CreatedAt: c.now()}
-	if err := s.st.CreateAgent(c.r.Context(), a); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return errf(http.StatusConflict, "conflict", "an agent named %q exists", req.Name)
+	// The agent and its token are created together or not at all.
+	var tok createdToken
+	err := c.change(func(st store.Store) error {
+		if err := st.CreateAgent(c.r.Context(), a); err != nil {
+			return err
 		}
+		if err := c.audit(st, "agent.create", "agent", a.ID, map[string]any{"name": a.Name}); err != nil {
+			return err
+		}
+		var err error
+		tok, err = s.mintToken(c, st, c.tenantID, store.KindAgent, a.Name, a.ID, nil)
 		return err
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return errf(http.StatusConflict, "conflict", "an agent named %q exists", req.Name)
 	}
-	c.audit("agent.create", "agent", a.ID, map[string]any{"name": a.Name})
-	tok, err := s.mintToken(c, c.tenantID, store.KindAgent, a.Name, a.ID, nil)
 	if err != nil {
 		return err
 	}
@@ -295,10 +331,15 @@ func (s *Server) getAgent(c *call) error {
 
 func (s *Server) deleteAgent(c *call) error {
 	id := c.r.PathValue("agent")
-	if err := s.st.DeleteAgent(c.r.Context(), c.tenantID, id); err != nil {
+	err := c.change(func(st store.Store) error {
+		if err := st.DeleteAgent(c.r.Context(), c.tenantID, id); err != nil {
+			return err
+		}
+		return c.audit(st, "agent.delete", "agent", id, nil)
+	})
+	if err != nil {
 		return err
 	}
-	c.audit("agent.delete", "agent", id, nil)
 	s.notify(c.tenantID, id)
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -384,13 +425,18 @@ func (s *Server) QueueCommand(c *call, agentID string, req commandReq) (store.Co
 	}
 	cmd := store.Command{ID: store.NewID(), TenantID: c.tenantID, AgentID: a.ID, Kind: req.Command, WipeWorkspace: req.WipeWorkspace,
 		Status: store.CmdPending, CreatedBy: c.p.TokenID, CreatedAt: c.now(), UpdatedAt: c.now()}
-	if err := s.st.CreateCommand(ctx, cmd); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return store.Command{}, errf(http.StatusConflict, "command_pending", "the agent has an unfinished command; wait for its result")
+	err = c.change(func(st store.Store) error {
+		if err := st.CreateCommand(ctx, cmd); err != nil {
+			return err
 		}
+		return c.audit(st, "command.create", "command", cmd.ID, map[string]any{"agent_id": a.ID, "command": cmd.Kind, "wipe_workspace": cmd.WipeWorkspace})
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return store.Command{}, errf(http.StatusConflict, "command_pending", "the agent has an unfinished command; wait for its result")
+	}
+	if err != nil {
 		return store.Command{}, err
 	}
-	c.audit("command.create", "command", cmd.ID, map[string]any{"agent_id": a.ID, "command": cmd.Kind, "wipe_workspace": cmd.WipeWorkspace})
 	s.notify(c.tenantID, a.ID)
 	return cmd, nil
 }
@@ -468,13 +514,18 @@ func (s *Server) createPolicy(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.CreatePolicy(c.r.Context(), p); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return errf(http.StatusConflict, "conflict", "an entry for %s exists at this scope; update it instead", p.Domain)
+	err = c.change(func(st store.Store) error {
+		if err := st.CreatePolicy(c.r.Context(), p); err != nil {
+			return err
 		}
+		return c.audit(st, "policy.create", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID, "enabled": p.Enabled})
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return errf(http.StatusConflict, "conflict", "an entry for %s exists at this scope; update it instead", p.Domain)
+	}
+	if err != nil {
 		return err
 	}
-	c.audit("policy.create", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID, "enabled": p.Enabled})
 	s.notify(c.tenantID, p.AgentID)
 	return c.ok(http.StatusCreated, p)
 }
@@ -503,14 +554,19 @@ func (s *Server) updatePolicy(c *call) error {
 	if err != nil {
 		return err
 	}
-	p, err = s.st.UpdatePolicy(c.r.Context(), p)
-	if err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return errf(http.StatusConflict, "conflict", "an entry for %s exists at this scope", p.Domain)
+	err = c.change(func(st store.Store) error {
+		var err error
+		if p, err = st.UpdatePolicy(c.r.Context(), p); err != nil {
+			return err
 		}
+		return c.audit(st, "policy.update", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID, "enabled": p.Enabled})
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return errf(http.StatusConflict, "conflict", "an entry for %s exists at this scope", p.Domain)
+	}
+	if err != nil {
 		return err
 	}
-	c.audit("policy.update", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID, "enabled": p.Enabled})
 	s.notify(c.tenantID, p.AgentID)
 	return c.ok(http.StatusOK, p)
 }
@@ -520,10 +576,15 @@ func (s *Server) deletePolicy(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.DeletePolicy(c.r.Context(), c.tenantID, p.ID); err != nil {
+	err = c.change(func(st store.Store) error {
+		if err := st.DeletePolicy(c.r.Context(), c.tenantID, p.ID); err != nil {
+			return err
+		}
+		return c.audit(st, "policy.delete", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID})
+	})
+	if err != nil {
 		return err
 	}
-	c.audit("policy.delete", "policy", p.ID, map[string]any{"domain": p.Domain, "agent_id": p.AgentID})
 	s.notify(c.tenantID, p.AgentID)
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -571,15 +632,22 @@ func (s *Server) putSecret(c *call) error {
 	if err != nil {
 		return err
 	}
-	x, created, err := s.st.PutSecret(c.r.Context(), x)
+	status := http.StatusOK
+	err = c.change(func(st store.Store) error {
+		var created bool
+		var err error
+		if x, created, err = st.PutSecret(c.r.Context(), x); err != nil {
+			return err
+		}
+		action := "secret.update"
+		if created {
+			status, action = http.StatusCreated, "secret.create"
+		}
+		return c.audit(st, action, "secret", name, map[string]any{"version": x.Version})
+	})
 	if err != nil {
 		return err
 	}
-	status, action := http.StatusOK, "secret.update"
-	if created {
-		status, action = http.StatusCreated, "secret.create"
-	}
-	c.audit(action, "secret", name, map[string]any{"version": x.Version})
 	s.notify(c.tenantID, "")
 	return c.ok(status, x)
 }
@@ -600,11 +668,16 @@ func (s *Server) rotateSecret(c *call) error {
 	if err != nil {
 		return err
 	}
-	x, err = s.st.ReplaceSecret(c.r.Context(), x)
+	err = c.change(func(st store.Store) error {
+		var err error
+		if x, err = st.ReplaceSecret(c.r.Context(), x); err != nil {
+			return err
+		}
+		return c.audit(st, "secret.rotate", "secret", name, map[string]any{"version": x.Version})
+	})
 	if err != nil {
 		return err
 	}
-	c.audit("secret.rotate", "secret", name, map[string]any{"version": x.Version})
 	s.notify(c.tenantID, "")
 	return c.ok(http.StatusOK, x)
 }
@@ -614,10 +687,15 @@ func (s *Server) deleteSecret(c *call) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.DeleteSecret(c.r.Context(), c.tenantID, name); err != nil {
+	err = c.change(func(st store.Store) error {
+		if err := st.DeleteSecret(c.r.Context(), c.tenantID, name); err != nil {
+			return err
+		}
+		return c.audit(st, "secret.delete", "secret", name, nil)
+	})
+	if err != nil {
 		return err
 	}
-	c.audit("secret.delete", "secret", name, nil)
 	s.notify(c.tenantID, "")
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -642,19 +720,29 @@ func (s *Server) createACL(c *call) error {
 		return err
 	}
 	a := store.ACL{ID: store.NewID(), TenantID: c.tenantID, CIDR: req.CIDR, Description: req.Description, CreatedAt: c.now()}
-	if err := s.st.CreateACL(c.r.Context(), a); err != nil {
+	err := c.change(func(st store.Store) error {
+		if err := st.CreateACL(c.r.Context(), a); err != nil {
+			return err
+		}
+		return c.audit(st, "ip_acl.create", "ip_acl", a.ID, map[string]any{"cidr": a.CIDR})
+	})
+	if err != nil {
 		return err
 	}
-	c.audit("ip_acl.create", "ip_acl", a.ID, map[string]any{"cidr": a.CIDR})
 	return c.ok(http.StatusCreated, a)
 }
 
 func (s *Server) deleteACL(c *call) error {
 	id := c.r.PathValue("acl")
-	if err := s.st.DeleteACL(c.r.Context(), c.tenantID, id); err != nil {
+	err := c.change(func(st store.Store) error {
+		if err := st.DeleteACL(c.r.Context(), c.tenantID, id); err != nil {
+			return err
+		}
+		return c.audit(st, "ip_acl.delete", "ip_acl", id, nil)
+	})
+	if err != nil {
 		return err
 	}
-	c.audit("ip_acl.delete", "ip_acl", id, nil)
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -756,14 +844,18 @@ func (s *Server) heartbeat(c *call) error {
 	now := c.now()
 	s.bufferHeartbeat(store.HeartbeatUpdate{TenantID: c.p.TenantID, AgentID: c.p.AgentID, At: now, Status: req.Status, Metrics: req.Metrics})
 	for _, r := range req.Results {
-		err := s.st.CompleteCommand(ctx, c.p.TenantID, c.p.AgentID, r.ID, r.Status, r.Result, now)
+		err := c.change(func(st store.Store) error {
+			if err := st.CompleteCommand(ctx, c.p.TenantID, c.p.AgentID, r.ID, r.Status, r.Result, now); err != nil {
+				return err
+			}
+			return c.audit(st, "command.result", "command", r.ID, map[string]any{"agent_id": c.p.AgentID, "status": r.Status})
+		})
 		if errors.Is(err, store.ErrNotFound) {
 			continue // unknown, another agent's, or already finished
 		}
 		if err != nil {
 			return err
 		}
-		c.audit("command.result", "command", r.ID, map[string]any{"agent_id": c.p.AgentID, "status": r.Status})
 	}
 	var cmd *store.Command
 	if c.p.openCommand {

@@ -433,8 +433,15 @@ func (s *Server) checkACL(ctx context.Context, tenantID string, client netip.Add
 	return errf(http.StatusForbidden, "ip_not_allowed", "requests from this address are not allowed by the tenant's IP ACL")
 }
 
-// audit records a change made by the current call.
-func (c *call) audit(action, objType, objID string, detail map[string]any) {
+// change runs fn in one transaction: the change and its audit record
+// commit together or not at all.
+func (c *call) change(fn func(st store.Store) error) error {
+	return c.s.st.InTx(c.r.Context(), fn)
+}
+
+// audit records, through st (the change's transaction), who made a change,
+// what, when and from where.
+func (c *call) audit(st store.Store, action, objType, objID string, detail map[string]any) error {
 	var d json.RawMessage
 	if len(detail) > 0 {
 		d, _ = json.Marshal(detail)
@@ -443,16 +450,10 @@ func (c *call) audit(action, objType, objID string, detail map[string]any) {
 	if t, ok := detail["tenant_id"].(string); ok && tenant == "" {
 		tenant = t
 	}
-	e := store.AuditEntry{
+	return st.AppendAudit(c.r.Context(), store.AuditEntry{
 		ID: store.NewID(), TS: c.s.cfg.Now(), TenantID: tenant, ActorID: c.p.TokenID, ActorKind: c.p.Kind,
 		Action: action, ObjectType: objType, ObjectID: objID, RemoteAddr: c.client.String(), RequestID: c.rid, Detail: d,
-	}
-	// The request context may already be cancelled; the record must land.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), 5*time.Second)
-	defer cancel()
-	if err := c.s.st.AppendAudit(ctx, e); err != nil {
-		c.s.log.Error("audit append failed", "request_id", c.rid, "action", action, "err", err)
-	}
+	})
 }
 
 func (s *Server) notify(tenantID, agentID string) {

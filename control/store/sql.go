@@ -29,7 +29,10 @@ type SQL struct {
 	now      func() time.Time
 	// Prepared statements by query text: parsing SQL dominated the cost
 	// of the small, frequent queries (heartbeats, token lookups).
-	wstmts, rstmts sync.Map
+	wstmts, rstmts *sync.Map
+	// txn is set on the Store that InTx passes to its function: every
+	// statement then runs in that transaction.
+	txn *sql.Tx
 }
 
 var _ Store = (*SQL)(nil)
@@ -40,7 +43,7 @@ func Open(ctx context.Context, dsn string, now func() time.Time) (*SQL, error) {
 	if now == nil {
 		now = time.Now
 	}
-	s := &SQL{now: now}
+	s := &SQL{now: now, wstmts: &sync.Map{}, rstmts: &sync.Map{}}
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		path := strings.TrimPrefix(dsn, "sqlite:")
@@ -98,7 +101,7 @@ func Open(ctx context.Context, dsn string, now func() time.Time) (*SQL, error) {
 
 // Close closes the database.
 func (s *SQL) Close() error {
-	for _, m := range []*sync.Map{&s.wstmts, &s.rstmts} {
+	for _, m := range []*sync.Map{s.wstmts, s.rstmts} {
 		m.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 	}
 	err := s.w.Close()
@@ -133,23 +136,39 @@ func (s *SQL) rebind(q string) string {
 	return b.String()
 }
 
+// prepared returns the cached statement for q on db, bound to the
+// transaction when the store is one.
 func (s *SQL) prepared(ctx context.Context, db *sql.DB, cache *sync.Map, q string) (*sql.Stmt, error) {
-	if st, ok := cache.Load(q); ok {
-		return st.(*sql.Stmt), nil
+	if s.txn != nil {
+		// Statements of a transaction come from the writer's cache.
+		db, cache = s.w, s.wstmts
 	}
-	st, err := db.PrepareContext(ctx, s.rebind(q))
-	if err != nil {
-		return nil, err
+	var st *sql.Stmt
+	if v, ok := cache.Load(q); ok {
+		st = v.(*sql.Stmt)
+	} else if s.txn != nil {
+		// Not on db: on SQLite the transaction holds its only connection.
+		// The statement closes with the transaction.
+		return s.txn.PrepareContext(ctx, s.rebind(q))
+	} else {
+		var err error
+		st, err = db.PrepareContext(ctx, s.rebind(q))
+		if err != nil {
+			return nil, err
+		}
+		if prev, loaded := cache.LoadOrStore(q, st); loaded {
+			st.Close()
+			st = prev.(*sql.Stmt)
+		}
 	}
-	if prev, loaded := cache.LoadOrStore(q, st); loaded {
-		st.Close()
-		return prev.(*sql.Stmt), nil
+	if s.txn != nil {
+		return s.txn.StmtContext(ctx, st), nil
 	}
 	return st, nil
 }
 
 func (s *SQL) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	st, err := s.prepared(ctx, s.w, &s.wstmts, q)
+	st, err := s.prepared(ctx, s.w, s.wstmts, q)
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -158,7 +177,7 @@ func (s *SQL) exec(ctx context.Context, q string, args ...any) (sql.Result, erro
 }
 
 func (s *SQL) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	st, err := s.prepared(ctx, s.r, &s.rstmts, q)
+	st, err := s.prepared(ctx, s.r, s.rstmts, q)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +198,7 @@ func (r row) Scan(dest ...any) error {
 }
 
 func (s *SQL) queryRow(ctx context.Context, q string, args ...any) row {
-	st, err := s.prepared(ctx, s.r, &s.rstmts, q)
+	st, err := s.prepared(ctx, s.r, s.rstmts, q)
 	if err != nil {
 		return row{err: err}
 	}
@@ -187,6 +206,9 @@ func (s *SQL) queryRow(ctx context.Context, q string, args ...any) row {
 }
 
 func (s *SQL) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.txn != nil {
+		return fn(s.txn)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -271,6 +293,20 @@ func rawJSON(s string) json.RawMessage {
 		return nil
 	}
 	return json.RawMessage(s)
+}
+
+// InTx runs fn with a Store whose every statement runs in one
+// transaction, committed when fn returns nil. fn must use only that Store:
+// on SQLite the transaction holds the one writer connection.
+func (s *SQL) InTx(ctx context.Context, fn func(Store) error) error {
+	if s.txn != nil {
+		return fn(s)
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		c := *s
+		c.txn = tx
+		return fn(&c)
+	})
 }
 
 // --- meta ---
@@ -472,7 +508,7 @@ func (s *SQL) DeleteAgent(ctx context.Context, tenantID, id string) error {
 }
 
 func (s *SQL) Heartbeat(ctx context.Context, tenantID, agentID string, at time.Time, status string, metrics json.RawMessage) (bool, error) {
-	st, err := s.prepared(ctx, s.w, &s.wstmts, `UPDATE agents SET last_heartbeat = ?, status = ?, metrics = ? WHERE id = ? AND tenant_id = ?
+	st, err := s.prepared(ctx, s.w, s.wstmts, `UPDATE agents SET last_heartbeat = ?, status = ?, metrics = ? WHERE id = ? AND tenant_id = ?
 		RETURNING (SELECT COUNT(*) FROM commands c WHERE c.agent_id = agents.id AND c.tenant_id = agents.tenant_id AND c.done = 0)`)
 	if err != nil {
 		return false, err
@@ -653,7 +689,11 @@ func (s *SQL) ReplaceSecret(ctx context.Context, x Secret) (Secret, error) {
 
 // getSecretW reads through the writer, so a read right after a write sees it.
 func (s *SQL) getSecretW(ctx context.Context, tenantID, name string) (Secret, error) {
-	return scanSecret(s.w.QueryRowContext(ctx, s.rebind(`SELECT `+secretCols+` FROM secrets WHERE tenant_id = ? AND name = ?`), tenantID, name))
+	q := `SELECT ` + secretCols + ` FROM secrets WHERE tenant_id = ? AND name = ?`
+	if s.txn != nil {
+		return scanSecret(s.queryRow(ctx, q, tenantID, name))
+	}
+	return scanSecret(s.w.QueryRowContext(ctx, s.rebind(q), tenantID, name))
 }
 
 func (s *SQL) GetSecret(ctx context.Context, tenantID, name string) (Secret, error) {

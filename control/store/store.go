@@ -181,6 +181,9 @@ type LogFilter struct {
 
 // Store is the control plane's persistence.
 type Store interface {
+	// InTx runs fn in one transaction (a change and its audit record).
+	InTx(ctx context.Context, fn func(Store) error) error
+
 	// Meta: SetMetaOnce stores key=value unless key exists; reports whether it did.
 	SetMetaOnce(ctx context.Context, key, value string) (bool, error)
 

@@ -281,3 +281,38 @@ func TestHeartbeatBatchChunks(t *testing.T) {
 		}
 	})
 }
+
+func TestInTx(t *testing.T) {
+	storetest.EachStore(t, func(t *testing.T, s *store.SQL) {
+		ctx := context.Background()
+		boom := errors.New("boom")
+		err := s.InTx(ctx, func(st store.Store) error {
+			mustNil(t, st.CreateTenant(ctx, store.Tenant{ID: "t1", Name: "one", CreatedAt: t0}))
+			if _, err := st.GetTenant(ctx, "t1"); err != nil {
+				t.Fatalf("read inside the transaction: %v", err)
+			}
+			mustNil(t, st.AppendAudit(ctx, store.AuditEntry{TS: t0, TenantID: "t1", Action: "tenant.create"}))
+			return boom
+		})
+		wantErr(t, err, boom)
+		_, err = s.GetTenant(ctx, "t1")
+		wantErr(t, err, store.ErrNotFound)
+		if a, _ := s.QueryAudit(ctx, store.AuditFilter{TenantID: "t1"}); len(a) != 0 {
+			t.Fatal("audit row of a rolled back change survived")
+		}
+		mustNil(t, s.InTx(ctx, func(st store.Store) error {
+			mustNil(t, st.CreateTenant(ctx, store.Tenant{ID: "t1", Name: "one", CreatedAt: t0}))
+			mustNil(t, st.CreateAgent(ctx, store.Agent{ID: "a", TenantID: "t1", Name: "a", CreatedAt: t0}))
+			_, _, err := st.PutSecret(ctx, store.Secret{ID: "s", TenantID: "t1", Name: "k", KeyID: "k", Sealed: []byte{1}, CreatedAt: t0, UpdatedAt: t0})
+			return err
+		}))
+		if _, err := s.GetAgent(ctx, "t1", "a"); err != nil {
+			t.Fatal(err)
+		}
+		// A conflict inside the transaction surfaces as ErrConflict.
+		err = s.InTx(ctx, func(st store.Store) error {
+			return st.CreateTenant(ctx, store.Tenant{ID: "t2", Name: "one", CreatedAt: t0})
+		})
+		wantErr(t, err, store.ErrConflict)
+	})
+}
