@@ -486,6 +486,10 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 	e.must(404, e.do("GET", "/api/v1/nope", e.super, nil))
+	r = e.must(405, e.do("PUT", "/api/v1/tenants", e.super, nil))
+	if r.header.Get("Allow") != "GET, POST" || r.json(t)["error"] != "method_not_allowed" {
+		t.Fatalf("405: %v %s", r.header, r.body)
+	}
 }
 
 // TestRawRowsHoldNoPlaintext scans every column of every table for tokens

@@ -138,11 +138,28 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
 	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	// Requests no route takes: 405 with Allow when the path exists with
+	// other methods, else 404, both as JSON errors.
+	other := http.NewServeMux()
+	allowed := map[string][]string{}
+	for _, rt := range s.routes {
+		allowed[rt.Pattern] = append(allowed[rt.Pattern], rt.Method)
+	}
+	for pat, methods := range allowed {
+		allow := strings.Join(methods, ", ")
+		other.HandleFunc(pat, func(w http.ResponseWriter, r *http.Request) {
+			rid := newRequestID()
+			w.Header().Set("X-Request-Id", rid)
+			w.Header().Set("Allow", allow)
+			writeError(w, rid, http.StatusMethodNotAllowed, "method_not_allowed", "use "+allow, "")
+		})
+	}
+	other.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		rid := newRequestID()
 		w.Header().Set("X-Request-Id", rid)
 		writeError(w, rid, http.StatusNotFound, "not_found", "no such endpoint", "")
 	})
+	s.mux.Handle("/", other)
 	go s.heartbeatLoop(cfg.HeartbeatFlush)
 	return s, nil
 }
