@@ -525,8 +525,21 @@ func (s *SQL) HeartbeatBatch(ctx context.Context, hs []HeartbeatUpdate) error {
 	if len(hs) == 0 {
 		return nil
 	}
-	// One UPDATE ... FROM (SELECT ... UNION ALL ...) per chunk: a round trip per chunk
-	// rather than per agent. Both databases support the form.
+	if s.postgres {
+		// One prepared statement over arrays: no per-batch SQL to parse.
+		n := len(hs)
+		ids, tenants, stats, mets := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		ats := make([]int64, n)
+		for i, h := range hs {
+			ids[i], tenants[i], ats[i], stats[i], mets[i] = h.AgentID, h.TenantID, ns(h.At), h.Status, jsonText(h.Metrics)
+		}
+		_, err := s.exec(ctx, `UPDATE agents SET last_heartbeat = v.at, status = v.status, metrics = v.metrics
+			FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS v(id, tenant_id, at, status, metrics)
+			WHERE agents.id = v.id AND agents.tenant_id = v.tenant_id AND agents.last_heartbeat < v.at`, ids, tenants, ats, stats, mets)
+		return err
+	}
+	// SQLite: one UPDATE ... FROM (SELECT ... UNION ALL ...) per chunk, a
+	// statement per chunk rather than per agent.
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		for len(hs) > 0 {
 			n := min(len(hs), hbChunk)
