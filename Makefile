@@ -5,7 +5,7 @@ PKGS    ?= ./...
 # Root and namespace tests run in CI; TIMEOUT bounds the whole suite.
 TIMEOUT ?= 15m
 
-.PHONY: all build test vet fuzz bench clean ui
+.PHONY: all build test vet fuzz bench clean ui up
 
 all: build
 
@@ -16,6 +16,11 @@ ui:
 
 build: ui
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/cagent
+
+# The quick start: build, install runc/runsc/nftables if missing, run `cagent up`.
+CONFIG ?= examples/coding-agent.yaml
+up: build
+	./scripts/up.sh $(CONFIG)
 
 vet:
 	$(GO) vet $(PKGS)
