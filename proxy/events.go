@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,13 +16,7 @@ func (p *Proxy) record(ev *audit.Event, key string) {
 	if key == "" {
 		key = "-"
 	}
-	p.metrics.requests.WithLabelValues(ev.Type, ev.Decision, key).Inc()
-	if ev.BytesUp > 0 {
-		p.metrics.bytesUp.WithLabelValues(key).Add(float64(ev.BytesUp))
-	}
-	if ev.BytesDown > 0 {
-		p.metrics.bytesDown.WithLabelValues(key).Add(float64(ev.BytesDown))
-	}
+	p.metrics.count(ev, key)
 	level := slog.LevelInfo
 	if ev.Decision == audit.Deny {
 		level = slog.LevelWarn
@@ -55,6 +51,76 @@ type metrics struct {
 	bytesUp   *prometheus.CounterVec
 	bytesDown *prometheus.CounterVec
 	tunnels   prometheus.Gauge
+
+	// Per policy entry, the children looked up once instead of hashing the
+	// label values on every request. Keys are label values that exist as
+	// series anyway (policy entries and "-"), so this is as bounded as the
+	// metric itself; a child is made on first use, as WithLabelValues would.
+	mu      sync.RWMutex
+	entries map[string]*entryMetrics
+}
+
+type entryMetrics struct {
+	requests [2][3]atomic.Pointer[counter] // [http, connect][allow, deny, report]
+	up, down atomic.Pointer[counter]
+}
+
+type counter struct{ prometheus.Counter }
+
+var (
+	metricTypes     = [2]string{audit.TypeHTTP, audit.TypeConnect}
+	metricDecisions = [3]string{audit.Allow, audit.Deny, audit.Report}
+)
+
+func (m *metrics) entry(key string) *entryMetrics {
+	m.mu.RLock()
+	em := m.entries[key]
+	m.mu.RUnlock()
+	if em != nil {
+		return em
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if em = m.entries[key]; em == nil {
+		em = &entryMetrics{}
+		m.entries[key] = em
+	}
+	return em
+}
+
+// get returns the child in slot, making it with mk on first use.
+func get(slot *atomic.Pointer[counter], mk func() prometheus.Counter) prometheus.Counter {
+	if c := slot.Load(); c != nil {
+		return c.Counter
+	}
+	slot.CompareAndSwap(nil, &counter{mk()})
+	return slot.Load().Counter
+}
+
+func (m *metrics) count(ev *audit.Event, key string) {
+	em := m.entry(key)
+	ti, di := -1, -1
+	for i, t := range metricTypes {
+		if t == ev.Type {
+			ti = i
+		}
+	}
+	for i, d := range metricDecisions {
+		if d == ev.Decision {
+			di = i
+		}
+	}
+	if ti < 0 || di < 0 {
+		m.requests.WithLabelValues(ev.Type, ev.Decision, key).Inc()
+	} else {
+		get(&em.requests[ti][di], func() prometheus.Counter { return m.requests.WithLabelValues(ev.Type, ev.Decision, key) }).Inc()
+	}
+	if ev.BytesUp > 0 {
+		get(&em.up, func() prometheus.Counter { return m.bytesUp.WithLabelValues(key) }).Add(float64(ev.BytesUp))
+	}
+	if ev.BytesDown > 0 {
+		get(&em.down, func() prometheus.Counter { return m.bytesDown.WithLabelValues(key) }).Add(float64(ev.BytesDown))
+	}
 }
 
 func newMetrics(reg prometheus.Registerer, p *Proxy) (*metrics, error) {
@@ -71,6 +137,7 @@ func newMetrics(reg prometheus.Registerer, p *Proxy) (*metrics, error) {
 		tunnels: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cagent_proxy_open_tunnels", Help: "Tunnels open now (not intercepted).",
 		}),
+		entries: map[string]*entryMetrics{},
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.bytesUp, m.bytesDown, m.tunnels, levels{p}} {
 		if err := reg.Register(c); err != nil {

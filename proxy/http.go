@@ -195,7 +195,9 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 		}
 	}
 
-	ctx := context.WithValue(r.Context(), keyReq, rs)
+	// The trace travels in the context the reverse proxy derives the
+	// outbound request from, so RoundTrip needs no second request copy.
+	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), keyReq, rs), &httptrace.ClientTrace{GotConn: rs.gotConn})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 
 	rs.mu.Lock()
@@ -266,15 +268,24 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
 		req.Body = &budgetBody{rc: req.Body, p: p, rs: rs}
 	}
-	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
-		if ap, err := netip.ParseAddrPort(info.Conn.RemoteAddr().String()); err == nil {
-			rs.mu.Lock()
-			rs.upstream = ap
-			rs.mu.Unlock()
-		}
-	}}
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 	return p.transport(rs.st, rs.d).RoundTrip(req)
+}
+
+// gotConn records the upstream address of the connection (new or reused)
+// the request goes out on.
+func (rs *reqState) gotConn(info httptrace.GotConnInfo) {
+	var ap netip.AddrPort
+	switch a := info.Conn.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	if ap.IsValid() {
+		rs.mu.Lock()
+		rs.upstream = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		rs.mu.Unlock()
+	}
 }
 
 // charge counts n bytes sent upstream against the entry's budget. In
