@@ -406,15 +406,15 @@ func (s *Server) createCommand(c *call) error {
 	if err := req.check(); err != nil {
 		return err
 	}
-	cmd, err := s.QueueCommand(c, c.r.PathValue("agent"), req)
+	cmd, err := s.queueCommand(c, c.r.PathValue("agent"), req)
 	if err != nil {
 		return err
 	}
 	return c.ok(http.StatusCreated, cmd)
 }
 
-// QueueCommand queues a command for an agent of the calling tenant.
-func (s *Server) QueueCommand(c *call, agentID string, req commandReq) (store.Command, error) {
+// queueCommand queues a command for an agent of the calling tenant.
+func (s *Server) queueCommand(c *call, agentID string, req commandReq) (store.Command, error) {
 	ctx := c.r.Context()
 	a, err := s.st.GetAgent(ctx, c.tenantID, agentID)
 	if err != nil {
