@@ -66,6 +66,10 @@ type Config struct {
 	Ready func(addr net.Addr)
 	// Notify is called when an agent's policy, secrets or commands change.
 	Notify func(tenantID, agentID string)
+	// Hub wakes the connected data planes' streams (created by Open when nil).
+	Hub *api.Hub
+	// Stream tunes the agent stream (connected mode).
+	Stream api.StreamOptions
 }
 
 // Validate checks the configuration and fills in defaults.
@@ -134,13 +138,23 @@ func Open(ctx context.Context, cfg *Config) (*api.Server, *store.SQL, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if cfg.Hub == nil {
+		cfg.Hub = api.NewHub()
+	}
+	hub, notify := cfg.Hub, cfg.Notify
 	srv, err := api.New(api.Config{
 		Store: st, Hasher: hasher, Keyring: kr, Logger: cfg.Logger, Now: cfg.Now,
 		ReloadKeyring: func() (*keys.Keyring, error) {
 			kr, _, err := keys.LoadOrCreateKeyring(cfg.SecretKeyFile, EnvSecretKeys)
 			return kr, err
 		},
-		TrustedProxies: cfg.TrustedProxies, Rate: cfg.Rate, Burst: cfg.Burst, Notify: cfg.Notify,
+		TrustedProxies: cfg.TrustedProxies, Rate: cfg.Rate, Burst: cfg.Burst,
+		Notify: func(tenantID, agentID string) {
+			hub.Notify(tenantID, agentID)
+			if notify != nil {
+				notify(tenantID, agentID)
+			}
+		},
 	})
 	if err != nil {
 		st.Close()
@@ -201,7 +215,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ln = tls.NewListener(ln, tlsConf)
 	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           Handler(srv, &cfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
