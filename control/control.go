@@ -246,6 +246,8 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel()
 		<-errc
 	}
+	// Data-plane streams are hijacked connections Shutdown does not wait for.
+	cfg.Hub.Close()
 	close(done)
 	<-retention
 	if errors.Is(err, http.ErrServerClosed) {

@@ -24,8 +24,12 @@ import (
 // the server (and, with several replicas, is also called for changes made
 // on the others).
 type Hub struct {
-	mu   sync.Mutex
-	subs map[string]map[*streamSub]struct{} // by tenant
+	mu     sync.Mutex
+	subs   map[string]map[*streamSub]struct{} // by tenant
+	closed bool
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 type streamSub struct {
@@ -34,7 +38,21 @@ type streamSub struct {
 }
 
 // NewHub returns an empty hub.
-func NewHub() *Hub { return &Hub{subs: map[string]map[*streamSub]struct{}{}} }
+func NewHub() *Hub {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{subs: map[string]map[*streamSub]struct{}{}, ctx: ctx, cancel: cancel}
+}
+
+// Close ends every stream and waits until their handlers are done (the
+// HTTP server's Shutdown does not wait for hijacked connections); new
+// streams are refused. Call it before closing the store.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+}
 
 // Notify wakes the streams of agentID in tenantID, or of every agent of the
 // tenant when agentID is "". It never blocks.
@@ -78,6 +96,9 @@ func (h *Hub) subscribe(tenantID, agentID string) *streamSub {
 	s := &streamSub{agent: agentID, wake: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
 	if h.subs[tenantID] == nil {
 		h.subs[tenantID] = map[*streamSub]struct{}{}
 	}
@@ -142,6 +163,14 @@ func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 				return
 			}
 		}
+		sub := h.subscribe(p.TenantID, p.AgentID)
+		if sub == nil {
+			c.fail(errf(http.StatusServiceUnavailable, "unavailable", "the control plane is shutting down"))
+			return
+		}
+		h.wg.Add(1)
+		defer h.wg.Done()
+		defer h.unsubscribe(p.TenantID, sub)
 		// The connection outlives the server's read and write timeouts.
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Time{})
@@ -154,8 +183,14 @@ func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 		}
 		conn.SetReadLimit(wire.MaxMessage)
 		st := &agentStream{s: s, h: h, c: c, conn: conn, resync: opt.Resync}
-		err = st.run(r.Context())
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		stopAfter := context.AfterFunc(h.ctx, cancel)
+		defer stopAfter()
+		err = st.run(ctx, sub)
 		switch {
+		case h.ctx.Err() != nil:
+			conn.Close(websocket.StatusGoingAway, "control plane shutting down")
 		case err == nil, errors.Is(err, context.Canceled), websocket.CloseStatus(err) != -1:
 			conn.Close(websocket.StatusNormalClosure, "")
 		default:
@@ -194,12 +229,9 @@ func (a *agentStream) send(ctx context.Context, m *wire.Msg) error {
 	return a.conn.Write(wctx, websocket.MessageText, b)
 }
 
-func (a *agentStream) run(ctx context.Context) error {
+func (a *agentStream) run(ctx context.Context, sub *streamSub) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	p := a.c.p
-	sub := a.h.subscribe(p.TenantID, p.AgentID)
-	defer a.h.unsubscribe(p.TenantID, sub)
 	readErr := make(chan error, 1)
 	go func() { readErr <- a.readLoop(ctx, sub) }()
 	t := time.NewTicker(a.resync)
