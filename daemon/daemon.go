@@ -50,6 +50,9 @@ type Config struct {
 	HealthInterval time.Duration
 	// Audit, if set, receives every event besides the daemon's own files.
 	Audit audit.Sink
+	// Secrets, if set, replaces the local secret store for secret:
+	// credentials (connected mode: the control plane's values).
+	Secrets credential.SecretSource
 }
 
 // Validate checks the configuration and fills defaults.
@@ -566,6 +569,11 @@ func (d *Daemon) Exec(ctx context.Context, req adminui.ExecRequest) (adminui.Pro
 }
 
 // secretSource adapts the store to credential.SecretSource.
-func (d *Daemon) secretSource() credential.SecretSource { return d.secrets }
+func (d *Daemon) secretSource() credential.SecretSource {
+	if d.cfg.Secrets != nil {
+		return d.cfg.Secrets
+	}
+	return d.secrets
+}
 
 var _ adminui.Controller = (*Daemon)(nil)
