@@ -127,6 +127,9 @@ func (r *run) setup() error {
 	if err := r.serve(); err != nil {
 		return err
 	}
+	// No v.WaitUp here: the kernel activates the link while the runtime
+	// starts (tens of ms, longer than activation), and a packet sent before
+	// would only be dropped and retransmitted: a delay, never a way out.
 	return r.writeBundle()
 }
 

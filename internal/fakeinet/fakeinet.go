@@ -143,6 +143,12 @@ func start(opts Options) (*Internet, error) {
 			HostAddr: netip.PrefixFrom(in.HostAddr, 24), PeerAddr: netip.PrefixFrom(in.Web, 24)}
 		err := v.Add()
 		if err == nil {
+			err = v.WaitUp(2 * time.Second)
+			if err != nil {
+				_ = netsetup.DeleteLink(hostName)
+				_ = netsetup.Delete(in.NS)
+				return nil, err
+			}
 			break
 		}
 		_ = netsetup.Delete(in.NS)

@@ -39,6 +39,9 @@ func setup(t *testing.T) (ns string, v netsetup.Veth) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { netsetup.DeleteLink(v.HostName) })
+		if err := v.WaitUp(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
 		return ns, v
 	}
 	t.Fatal("no free /30 in 10.209.255.0/24")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -194,6 +195,25 @@ func (v Veth) Add() error {
 		return err
 	}
 	return nil
+}
+
+// WaitUp waits (at most timeout) until the pair carries traffic. The kernel
+// activates a new link asynchronously (link watch); a packet sent before is
+// dropped, and a first SYN then waits a second for its retransmission.
+// Callers overlap this with other work and call it before first use.
+func (v Veth) WaitUp(timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(time.Millisecond) {
+		l, err := netlink.LinkByName(v.HostName)
+		if err != nil {
+			return err
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("veth %s not up after %v", v.HostName, timeout)
+		}
+	}
 }
 
 func (v Veth) configure(ns netns.NsHandle) error {
