@@ -14,6 +14,7 @@ package connect
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,7 +32,9 @@ import (
 	"github.com/cagent-dev/cagent/adminui"
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/cagent-dev/cagent/connect/wire"
+	"github.com/cagent-dev/cagent/policy"
 	"github.com/coder/websocket"
+	"gopkg.in/yaml.v3"
 )
 
 // Defaults.
@@ -508,4 +511,66 @@ func (s *session) ship(ctx context.Context) error {
 		}
 		from = last + 1
 	}
+}
+
+// EnvToken is the environment variable that may hold the agent token.
+const EnvToken = "CAGENT_TOKEN"
+
+// Resolve fills URL, Token and TLS of cfg for a data plane started with
+// the local policy file at cfg.BasePath: urlFlag and tokenFlag (command
+// line) win, then the policy's control_plane.url, CAGENT_TOKEN and
+// control_plane.token_file; control_plane.ca_file becomes the TLS root
+// pool. ok is false when the data plane is not in connected mode.
+func Resolve(cfg *Config, urlFlag, tokenFlag string, getenv func(string) string) (ok bool, err error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	b, err := os.ReadFile(cfg.BasePath)
+	if err != nil {
+		return false, err
+	}
+	var loose struct {
+		Mode         string               `yaml:"mode"`
+		ControlPlane *policy.ControlPlane `yaml:"control_plane"`
+	}
+	if err := yaml.Unmarshal(b, &loose); err != nil {
+		return false, fmt.Errorf("%s: %w", cfg.BasePath, err)
+	}
+	if urlFlag == "" && loose.Mode != "connected" {
+		return false, nil
+	}
+	cp := loose.ControlPlane
+	if cp == nil {
+		cp = &policy.ControlPlane{}
+	}
+	cfg.URL = urlFlag
+	if cfg.URL == "" {
+		cfg.URL = cp.URL
+	}
+	cfg.Token = strings.TrimSpace(tokenFlag)
+	if cfg.Token == "" {
+		cfg.Token = strings.TrimSpace(getenv(EnvToken))
+	}
+	if cfg.Token == "" && cp.TokenFile != "" {
+		t, err := os.ReadFile(cp.TokenFile)
+		if err != nil {
+			return true, fmt.Errorf("control_plane.token_file: %w", err)
+		}
+		cfg.Token = strings.TrimSpace(string(t))
+	}
+	if cp.CAFile != "" {
+		pem, err := os.ReadFile(cp.CAFile)
+		if err != nil {
+			return true, fmt.Errorf("control_plane.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return true, fmt.Errorf("control_plane.ca_file %s: no PEM certificates", cp.CAFile)
+		}
+		if cfg.TLS == nil {
+			cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		cfg.TLS.RootCAs = pool
+	}
+	return true, cfg.Validate()
 }

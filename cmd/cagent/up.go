@@ -21,6 +21,7 @@ func init() { commands = append(commands, newUpCmd) }
 func newUpCmd() *cobra.Command {
 	var cfg daemon.Config
 	var logLevel string
+	var conn upConnected
 	cmd := &cobra.Command{
 		Use:   "up --config FILE",
 		Short: "Run the standalone data plane: the agent's sandbox, proxy, DNS filter and admin UI",
@@ -39,7 +40,7 @@ policy stays) and its errors are shown in the UI. Needs root.`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
-			return runUp(cmd.Context(), cmd, cfg)
+			return runUp(cmd.Context(), cmd, cfg, &conn)
 		},
 	}
 	cmd.Flags().StringVar(&cfg.PolicyPath, "config", "", "policy file (cagent.yaml)")
@@ -47,13 +48,18 @@ policy stays) and its errors are shown in the UI. Needs root.`,
 	cmd.Flags().StringVar(&cfg.Runtime, "runtime", "", "runc or gvisor (default: policy sandbox.runtime)")
 	cmd.Flags().StringVar(&cfg.Agent, "agent", "agent", "agent name in audit events")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&conn.url, "control-plane", "", "connected mode: control plane URL (or mode: connected in the policy)")
+	cmd.Flags().StringVar(&conn.token, "token", "", "connected mode: agent token (prefer CAGENT_TOKEN or control_plane.token_file: argv is visible to other users)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
 
-func runUp(ctx context.Context, cmd *cobra.Command, cfg daemon.Config) error {
+func runUp(ctx context.Context, cmd *cobra.Command, cfg daemon.Config, conn *upConnected) error {
 	if os.Geteuid() != 0 {
 		return errors.New("cagent up needs root (it creates network namespaces and nftables rules): run it with sudo")
+	}
+	if err := conn.prepare(&cfg, cmd.ErrOrStderr()); err != nil {
+		return err
 	}
 	d, err := daemon.New(cfg)
 	if err != nil {
@@ -69,6 +75,8 @@ func runUp(ctx context.Context, cmd *cobra.Command, cfg daemon.Config) error {
 		return err
 	}
 	defer d.Close()
+	stopConn := conn.run(ctx, d)
+	defer stopConn()
 	a := d.Policy().Admin
 	ln, err := net.Listen("tcp", a.Listen)
 	if err != nil {
