@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"github.com/cagent-dev/cagent/internal/testutil"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -111,7 +112,7 @@ func TestCAExport(t *testing.T) {
 func TestSecretNoEcho(t *testing.T) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
-		t.Skipf("no pty: %v", err)
+		testutil.SkipUnlessCI(t, "no pty: %v", err)
 	}
 	t.Cleanup(func() { ptmx.Close(); tty.Close() })
 	before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)

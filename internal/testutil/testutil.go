@@ -37,3 +37,13 @@ func RequireCommand(t testing.TB, name string) string {
 	t.Skipf("%s not installed", name)
 	return ""
 }
+
+// SkipUnlessCI skips the test for a missing facility, or fails it under CI,
+// where every facility the suite needs is installed.
+func SkipUnlessCI(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
