@@ -37,6 +37,7 @@ func main() {
 	warmup := flag.Duration("warmup", 5*time.Second, "heartbeats before measuring (connections, caches)")
 	setupConc := flag.Int("setup-concurrency", 8, "concurrent registrations")
 	label := flag.String("label", "", "label printed with the result")
+	windows = flag.Duration("windows", 0, "also log p50/p99 per window of this length")
 	serve := flag.Bool("serve", false, "instead, serve the control plane like `cagent control serve` (-db, -listen, -data-dir)")
 	db := flag.String("db", "", "with -serve: database")
 	listen := flag.String("listen", "127.0.0.1:8090", "with -serve: listen address")
@@ -146,6 +147,11 @@ func run(ctx context.Context, base, super string, n int, interval, warmup, durat
 	defer cancel()
 	var mu sync.Mutex
 	lat := make([]time.Duration, 0, int(float64(n)*duration.Seconds()/interval.Seconds())+n)
+	type sample struct {
+		at time.Duration
+		d  time.Duration
+	}
+	var samples []sample
 	var fails, late atomic.Int64
 	start := time.Now()
 	measureFrom := start.Add(warmup)
@@ -180,6 +186,7 @@ func run(ctx context.Context, base, super string, n int, interval, warmup, durat
 				} else {
 					mu.Lock()
 					lat = append(lat, d)
+					samples = append(samples, sample{s.Sub(measureFrom), d})
 					mu.Unlock()
 				}
 				due = due.Add(interval)
@@ -189,6 +196,21 @@ func run(ctx context.Context, base, super string, n int, interval, warmup, durat
 	}
 	wg.Wait()
 	elapsed := time.Since(measureFrom)
+	if *windows > 0 {
+		// Per-window p99, to tell steady degradation from bursts of noise.
+		byWin := map[int][]time.Duration{}
+		for _, x := range samples {
+			w := int(x.at / *windows)
+			byWin[w] = append(byWin[w], x.d)
+		}
+		for w := 0; w < len(byWin); w++ {
+			ds := byWin[w]
+			slices.Sort(ds)
+			if len(ds) > 0 {
+				log.Printf("window %2d: %5d req, p50 %7.2f ms, p99 %8.2f ms", w, len(ds), ms(ds[len(ds)/2]), ms(ds[min(len(ds)-1, len(ds)*99/100)]))
+			}
+		}
+	}
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration {
 		if len(lat) == 0 {
@@ -208,5 +230,7 @@ func run(ctx context.Context, base, super string, n int, interval, warmup, durat
 		label, n, res["target_rps"], res["achieved_rps"], res["p50_ms"], res["p99_ms"], res["max_ms"], fails.Load(), late.Load())
 	return nil
 }
+
+var windows *time.Duration
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

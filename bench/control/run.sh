@@ -48,7 +48,7 @@ for db in $DBS; do
 	for _ in $(seq 100); do grep -q '^cagent_' "$work/out-$db" 2>/dev/null && break; sleep 0.1; done
 	token=$(grep '^cagent_' "$work/out-$db")
 	echo "# $db: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-	"$work/bench" -url "http://127.0.0.1:$PORT" -token "$token" -agents "$AGENTS" -interval "$INTERVAL" -duration "$DURATION" -label "$db"
+	"$work/bench" -url "http://127.0.0.1:$PORT" -token "$token" -agents "$AGENTS" -interval "$INTERVAL" -duration "$DURATION" -windows "${WINDOWS:-5s}" -label "$db"
 	echo "# $db: load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	kill "$server"; wait "$server" 2>/dev/null || true; server=""
 	if [ -n "$schema" ]; then psql "${PG%%\?*}" -qc "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1; schema=""; fi
