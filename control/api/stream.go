@@ -188,21 +188,37 @@ func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 		stopAfter := context.AfterFunc(h.ctx, cancel)
 		defer stopAfter()
 		err = st.run(ctx, sub)
-		switch {
-		case h.ctx.Err() != nil:
-			conn.Close(websocket.StatusGoingAway, "control plane shutting down")
-		case err == nil, errors.Is(err, context.Canceled), websocket.CloseStatus(err) != -1:
-			conn.Close(websocket.StatusNormalClosure, "")
-		default:
-			var ae *apiError
-			if errors.As(err, &ae) {
-				conn.Close(websocket.StatusPolicyViolation, ae.code+": "+ae.msg)
-			} else {
-				s.log.Warn("agent stream", "tenant", p.TenantID, "agent", p.AgentID, "request_id", c.rid, "err", err)
-				conn.Close(websocket.StatusInternalError, "internal error")
-			}
-		}
+		st.closeFor(err)
 	})
+}
+
+// closeFor closes the connection with a status saying why: a refused
+// token or message is a policy violation (with the error code), anything
+// else on our side an internal error (details only in the log).
+func (a *agentStream) closeFor(err error) {
+	conn, p := a.conn, a.c.p
+	switch {
+	case a.h.ctx.Err() != nil:
+		conn.Close(websocket.StatusGoingAway, "control plane shutting down")
+	case err == nil, errors.Is(err, context.Canceled), websocket.CloseStatus(err) != -1:
+		conn.Close(websocket.StatusNormalClosure, "")
+	default:
+		var ae *apiError
+		if errors.As(err, &ae) {
+			conn.Close(websocket.StatusPolicyViolation, truncateReason(ae.code+": "+ae.msg))
+		} else {
+			a.s.log.Warn("agent stream", "tenant", p.TenantID, "agent", p.AgentID, "request_id", a.c.rid, "err", err)
+			conn.Close(websocket.StatusInternalError, "internal error")
+		}
+	}
+}
+
+// truncateReason fits a close reason into a control frame (123 bytes).
+func truncateReason(s string) string {
+	if len(s) > 120 {
+		return s[:120]
+	}
+	return s
 }
 
 type agentStream struct {
@@ -238,7 +254,9 @@ func (a *agentStream) run(ctx context.Context, sub *streamSub) error {
 	defer t.Stop()
 	for {
 		if err := a.push(ctx); err != nil {
-			cancel()
+			// Close first (the reader then ends): canceling the reader's
+			// context would drop the connection without a close frame.
+			a.closeFor(err)
 			<-readErr
 			return err
 		}
