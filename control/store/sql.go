@@ -533,10 +533,19 @@ func (s *SQL) HeartbeatBatch(ctx context.Context, hs []HeartbeatUpdate) error {
 		for i, h := range hs {
 			ids[i], tenants[i], ats[i], stats[i], mets[i] = h.AgentID, h.TenantID, ns(h.At), h.Status, jsonText(h.Metrics)
 		}
-		_, err := s.exec(ctx, `UPDATE agents SET last_heartbeat = v.at, status = v.status, metrics = v.metrics
-			FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS v(id, tenant_id, at, status, metrics)
-			WHERE agents.id = v.id AND agents.tenant_id = v.tenant_id AND agents.last_heartbeat < v.at`, ids, tenants, ats, stats, mets)
-		return err
+		return s.InTx(ctx, func(st Store) error {
+			t := st.(*SQL)
+			// Heartbeats are ephemeral: not waiting for the WAL flush keeps
+			// the batch off the disk's critical path; a crash loses at most
+			// the last second of them.
+			if _, err := t.txn.ExecContext(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
+				return err
+			}
+			_, err := t.exec(ctx, `UPDATE agents SET last_heartbeat = v.at, status = v.status, metrics = v.metrics
+				FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS BIGINT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[])) AS v(id, tenant_id, at, status, metrics)
+				WHERE agents.id = v.id AND agents.tenant_id = v.tenant_id AND agents.last_heartbeat < v.at`, ids, tenants, ats, stats, mets)
+			return err
+		})
 	}
 	// SQLite: one UPDATE ... FROM (SELECT ... UNION ALL ...) per chunk, a
 	// statement per chunk rather than per agent.
