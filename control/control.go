@@ -165,6 +165,11 @@ func Open(ctx context.Context, cfg *Config) (*api.Server, *store.SQL, error) {
 		st.Close()
 		return nil, nil, err
 	}
+	if err := attachRelay(ctx, cfg); err != nil {
+		srv.Close()
+		st.Close()
+		return nil, nil, fmt.Errorf("change notifications: %w", err)
+	}
 	return srv, st, nil
 }
 

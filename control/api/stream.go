@@ -27,6 +27,7 @@ type Hub struct {
 	mu     sync.Mutex
 	subs   map[string]map[*streamSub]struct{} // by tenant
 	closed bool
+	relay  Relay
 	wg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -49,14 +50,62 @@ func NewHub() *Hub {
 func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closed = true
+	r := h.relay
+	h.relay = nil
 	h.mu.Unlock()
 	h.cancel()
 	h.wg.Wait()
+	if r != nil {
+		r.Close()
+	}
+}
+
+// Relay carries change notifications to the other control-plane replicas
+// (package notify).
+type Relay interface {
+	Publish(tenantID, agentID string)
+	Close()
+}
+
+// SetRelay makes Notify also publish to the other replicas; Close closes
+// the relay. Call it before serving.
+func (h *Hub) SetRelay(r Relay) {
+	h.mu.Lock()
+	h.relay = r
+	h.mu.Unlock()
 }
 
 // Notify wakes the streams of agentID in tenantID, or of every agent of the
-// tenant when agentID is "". It never blocks.
+// tenant when agentID is "", here and (through the relay) on the other
+// replicas. It never blocks.
 func (h *Hub) Notify(tenantID, agentID string) {
+	h.NotifyLocal(tenantID, agentID)
+	h.mu.Lock()
+	r := h.relay
+	h.mu.Unlock()
+	if r != nil {
+		r.Publish(tenantID, agentID)
+	}
+}
+
+// NotifyAll wakes every stream of this replica (after notifications may
+// have been missed).
+func (h *Hub) NotifyAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.subs {
+		for s := range m {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// NotifyLocal wakes matching streams of this replica only (a notification
+// relayed from another replica).
+func (h *Hub) NotifyLocal(tenantID, agentID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs[tenantID] {
