@@ -134,6 +134,7 @@ type Client struct {
 	applyMu   sync.Mutex
 	version   atomic.Value // string: version of the last applied state
 	connected atomic.Bool
+	noEnroll  atomic.Bool // the control plane does not issue client certificates
 	lastErr   atomic.Value // string
 
 	cmdMu   sync.Mutex
@@ -259,7 +260,7 @@ func (c *Client) streamURL() string {
 // session is one connection: dial, then read, heartbeat and ship logs
 // until something fails.
 func (c *Client) session(ctx context.Context, ctl Controller) error {
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.cfg.TLS, Proxy: nil, ForceAttemptHTTP2: false}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c.tlsConfig(ctx), Proxy: nil, ForceAttemptHTTP2: false}}
 	defer hc.CloseIdleConnections()
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	conn, resp, err := websocket.Dial(dctx, c.streamURL(), &websocket.DialOptions{

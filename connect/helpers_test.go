@@ -33,13 +33,20 @@ type cp struct {
 	URL   string
 	super string
 	stopF func()
+	// client talks to the control plane (trusts its test CA with TLS).
+	client *http.Client
 }
 
 // startCP runs a control plane with its data in dir (SQLite unless db is
 // set). addr "" picks a free port; restart reuses it.
 func startCP(t *testing.T, dir, db string) *cp {
 	t.Helper()
-	c := &cp{t: t, cfg: control.Config{DataDir: dir, DB: db, Listen: "127.0.0.1:0"}}
+	return startCPWith(t, control.Config{DataDir: dir, DB: db, Listen: "127.0.0.1:0"}, nil)
+}
+
+func startCPWith(t *testing.T, cfg control.Config, client *http.Client) *cp {
+	t.Helper()
+	c := &cp{t: t, cfg: cfg, client: client}
 	c.start()
 	t.Cleanup(c.stop)
 	return c
@@ -68,6 +75,12 @@ func (c *cp) start() {
 		t.Fatalf("control.Run: %v", err)
 	}
 	c.URL = "http://" + c.addr
+	if c.cfg.TLSCert != "" {
+		c.URL = "https://" + c.addr
+	}
+	if c.client == nil {
+		c.client = http.DefaultClient
+	}
 	if c.super == "" {
 		for _, l := range strings.Split(out.String(), "\n") {
 			if strings.HasPrefix(l, "cagent_") {
@@ -107,7 +120,7 @@ func (c *cp) do(method, path, token string, body any) (int, map[string]any) {
 	}
 	r.Header.Set("Authorization", "Bearer "+token)
 	r.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(r)
+	resp, err := c.client.Do(r)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}

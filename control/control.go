@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cagent-dev/cagent/control/agentca"
 	"github.com/cagent-dev/cagent/control/api"
 	"github.com/cagent-dev/cagent/control/keys"
 	"github.com/cagent-dev/cagent/control/store"
@@ -70,6 +71,11 @@ type Config struct {
 	Hub *api.Hub
 	// Stream tunes the agent stream (connected mode).
 	Stream api.StreamOptions
+	// AgentMTLS: data planes enroll for a client certificate from the
+	// control plane's own CA (in DataDir) and every agent route requires
+	// it. Needs TLSCert.
+	AgentMTLS bool
+	agentCA   *agentca.CA
 }
 
 // Validate checks the configuration and fills in defaults.
@@ -211,6 +217,9 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("tls: %w", err)
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if err := setupAgentMTLS(&cfg, tlsConf); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -2,10 +2,13 @@ package control
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/cagent-dev/cagent/connect/wire"
+	"github.com/cagent-dev/cagent/control/agentca"
 	"github.com/cagent-dev/cagent/control/api"
 	"github.com/cagent-dev/cagent/control/notify"
 )
@@ -16,7 +19,31 @@ func Handler(srv *api.Server, cfg *Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(wire.Path, srv.StreamHandler(cfg.Hub, cfg.Stream))
 	mux.Handle("/", srv.Handler())
-	return mux
+	if cfg.agentCA == nil {
+		return mux
+	}
+	mux.Handle(api.EnrollPath, srv.EnrollHandler(cfg.agentCA))
+	return srv.RequireAgentCert(mux)
+}
+
+// setupAgentMTLS loads the agent CA and makes the TLS listener verify
+// client certificates from it when given (the handler requires them on
+// agent routes; people's browsers and admin tools present none).
+func setupAgentMTLS(cfg *Config, tlsConf *tls.Config) error {
+	if !cfg.AgentMTLS {
+		return nil
+	}
+	if tlsConf == nil {
+		return errors.New("agent mTLS needs the control plane to serve HTTPS (--tls-cert and --tls-key)")
+	}
+	ca, err := agentca.LoadOrCreate(cfg.DataDir, cfg.Now)
+	if err != nil {
+		return err
+	}
+	cfg.agentCA = ca
+	tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
+	tlsConf.ClientCAs = ca.Pool()
+	return nil
 }
 
 // attachRelay connects the hub to the other replicas when the store is

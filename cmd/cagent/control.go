@@ -83,6 +83,7 @@ bootstrap super-admin token once.`,
 	f.StringVar(&cfg.Listen, "listen", control.DefaultListen, "address to listen on")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate to serve HTTPS (with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	f.BoolVar(&cfg.AgentMTLS, "agent-mtls", false, "data planes enroll for a client certificate from this control plane's CA; agent routes require it (needs --tls-cert)")
 	f.StringSliceVar(&proxies, "trusted-proxy", nil, "address or CIDR of a reverse proxy whose X-Forwarded-For is believed (repeatable)")
 	f.Float64Var(&rps, "rate", 50, "API requests per second allowed per token")
 	f.IntVar(&cfg.Burst, "burst", 100, "API request burst per token")
