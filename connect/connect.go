@@ -134,7 +134,7 @@ type Client struct {
 	applyMu   sync.Mutex
 	version   atomic.Value // string: version of the last applied state
 	connected atomic.Bool
-	noEnroll  atomic.Bool // the control plane does not issue client certificates
+	noEnroll  atomic.Bool  // the control plane does not issue client certificates
 	lastErr   atomic.Value // string
 
 	cmdMu   sync.Mutex

@@ -108,7 +108,12 @@ func (cd *connectedDaemon) until(probe, want string) float64 {
 
 const (
 	proxyProbe = `curl -s -m 2 -o /dev/null -w '%{http_code}' http://web.test/probe`
-	dnsProbe   = `getent hosts web.test >/dev/null && echo resolves || echo nxdomain`
+	// NXDOMAIN only: a timeout or another failure is not a denial.
+	dnsProbe = `/usr/bin/python3 -c 'import socket
+try:
+    socket.getaddrinfo("web.test", 80); print("resolves")
+except socket.gaierror as e:
+    print("nxdomain" if e.errno == socket.EAI_NONAME else "error")'`
 )
 
 // TestConnectedDaemonEnforcesControlPlaneChanges: a policy change made in
@@ -151,6 +156,9 @@ func TestConnectedDaemonEnforcesControlPlaneChanges(t *testing.T) {
 			}
 			p, d := <-pc, <-dc
 			t0 := float64(start.UnixNano()) / 1e9
+			if p < t0 || d < t0 {
+				t.Fatalf("a probe saw the new state before the change (proxy %+.3fs, dns %+.3fs)", p-t0, d-t0)
+			}
 			proxyLat = append(proxyLat, time.Duration((p-t0)*1e9))
 			dnsLat = append(dnsLat, time.Duration((d-t0)*1e9))
 		}

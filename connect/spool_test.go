@@ -113,4 +113,3 @@ func TestSpoolSegmentsDeletedAndBounded(t *testing.T) {
 		t.Fatalf("after full ack: %d segments, %d pending", len(segs), s.Pending())
 	}
 }
-
