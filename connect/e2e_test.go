@@ -29,7 +29,7 @@ type connectedDaemon struct {
 	in *fakeinet.Internet
 }
 
-func startConnectedDaemon(t *testing.T, cpURL, token string) *connectedDaemon {
+func startConnectedDaemon(t *testing.T, cpURL, token string, now func() time.Time) *connectedDaemon {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "runc")
@@ -43,7 +43,7 @@ func startConnectedDaemon(t *testing.T, cpURL, token string) *connectedDaemon {
 	os.Chmod(ws, 0o777)
 	baseYAML := fmt.Sprintf("dns:\n  upstream: [%s]\nsandbox:\n  runtime: runc\n  workspace: %s\n  subnet_pool: 10.209.112.0/20\n", in.DNS, ws)
 	c, err := connect.New(connect.Config{URL: cpURL, Token: token, BasePath: writeBase(t, dir, baseYAML), StateDir: filepath.Join(dir, "state"),
-		Heartbeat: time.Second, BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second})
+		Heartbeat: time.Second, BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,8 @@ except socket.gaierror as e:
 func TestConnectedDaemonEnforcesControlPlaneChanges(t *testing.T) {
 	cp := startCP(t, filepath.Join(t.TempDir(), "cp"), "")
 	tpath, agentID, tok := cp.agent("acme")
-	cd := startConnectedDaemon(t, cp.URL, tok)
+	clock := &fakeClock{}
+	cd := startConnectedDaemon(t, cp.URL, tok, clock.Now)
 	waitFor(t, "connected", 10*time.Second, cd.c.Connected)
 
 	// No policy yet: nothing is allowed.
@@ -229,5 +230,26 @@ func TestConnectedDaemonEnforcesControlPlaneChanges(t *testing.T) {
 	})
 	if got := cd.sh(`curl -s -m 5 -o /dev/null -w '%{http_code}' https://api.test/after-restart`); got != "200" {
 		t.Fatalf("after restart: %s", got)
+	}
+
+	// The control plane goes away: the policy stays enforced, the secret
+	// for 5 minutes, then requests needing it fail closed.
+	cp.stop()
+	waitFor(t, "disconnected", 10*time.Second, func() bool { return !cd.c.Connected() })
+	if got := cd.sh(proxyProbe); got != "403" {
+		t.Fatalf("policy while disconnected: %s", got)
+	}
+	clock.Advance(4 * time.Minute)
+	if got := cd.sh(`curl -s -m 5 -o /dev/null -w '%{http_code}' https://api.test/within-ttl`); got != "200" {
+		t.Fatalf("within the secret TTL: %s", got)
+	}
+	clock.Advance(2 * time.Minute)
+	if got := cd.sh(`curl -s -m 5 -o /dev/null -w '%{http_code}' https://api.test/after-ttl`); got != "502" {
+		t.Fatalf("after the secret TTL: %s", got)
+	}
+	for _, r := range cd.in.Requests() {
+		if r.RequestURI == "/after-ttl" {
+			t.Fatal("a request went out without its credential")
+		}
 	}
 }
