@@ -9,10 +9,11 @@ TIMEOUT ?= 15m
 
 all: build
 
-# The admin web UI (adminui/web): npm ci, then vite builds it into
-# adminui/web/dist, which the binary embeds.
+# The web UIs (adminui/web: the data plane's; controlui/web: the control
+# plane's): npm ci, then vite builds each into its dist/, which the binary embeds.
 ui:
 	cd adminui/web && npm ci --no-audit --no-fund && npm run build
+	cd controlui/web && npm ci --no-audit --no-fund && npm run build
 
 build: ui
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/cagent

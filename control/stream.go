@@ -11,14 +11,16 @@ import (
 	"github.com/cagent-dev/cagent/control/agentca"
 	"github.com/cagent-dev/cagent/control/api"
 	"github.com/cagent-dev/cagent/control/notify"
+	"github.com/cagent-dev/cagent/controlui"
 )
 
-// Handler is everything the control plane serves: the REST API and the
-// data planes' stream endpoint.
+// Handler is everything the control plane serves: the REST API, the data
+// planes' stream endpoint and the web UI.
 func Handler(srv *api.Server, cfg *Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(wire.Path, srv.StreamHandler(cfg.Hub, cfg.Stream))
-	mux.Handle("/", srv.Handler())
+	mux.Handle("/api/", srv.Handler())
+	mux.Handle("/", controlui.Handler())
 	if cfg.agentCA == nil {
 		return mux
 	}
