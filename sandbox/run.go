@@ -61,7 +61,9 @@ type run struct {
 	bundle   string
 	undo     []func()
 	services *Services
+	closers  []func() error // the gateway listeners
 	wg       sync.WaitGroup
+	async    sync.WaitGroup // background undo steps
 	started  time.Time
 }
 
@@ -70,6 +72,18 @@ func (r *run) cleanup() {
 		r.undo[i]()
 	}
 	r.undo = nil
+	r.async.Wait()
+}
+
+// background runs an undo step that nothing later in the cleanup depends
+// on concurrently with the rest (the kernel's network teardown dominates);
+// cleanup waits for it before returning.
+func (r *run) background(fn func()) {
+	r.async.Add(1)
+	go func() {
+		defer r.async.Done()
+		fn()
+	}()
 }
 
 func (r *run) setup() error {
@@ -86,6 +100,9 @@ func (r *run) setup() error {
 	}
 	l := &r.lease
 	r.undo = append(r.undo, func() {
+		// Background steps use the lease's names (bundle directory, gateway
+		// address): they finish before another run can take it.
+		r.async.Wait()
 		if err := removeLease(r.sbDir, l); err != nil {
 			r.log.Warn("remove lease", "id", l.ID, "err", err)
 		}
@@ -95,36 +112,33 @@ func (r *run) setup() error {
 			r.log.Warn("remove netns", "netns", l.netns(), "err", err)
 		}
 	})
-	v := netsetup.Veth{HostName: l.hostIf(), PeerName: "eth0", NS: l.netns(),
-		HostAddr: netip.PrefixFrom(l.Gateway, 30), PeerAddr: netip.PrefixFrom(l.Addr, 30)}
-	if err := v.Add(); err != nil {
-		return fmt.Errorf("sandbox network: %w", err)
+	// The network (veth, both nftables tables) and the gateway services
+	// (proxy and DNS filter, with their CA and budget files) do not depend
+	// on each other until the listeners open on the gateway address, so
+	// they are built concurrently. Their undo steps are appended in a
+	// fixed order afterwards (services are closed before the network goes).
+	var (
+		netUndo []func()
+		netErr  error
+		netDone = make(chan struct{})
+	)
+	go func() {
+		defer close(netDone)
+		t0 := c.Now()
+		netUndo, netErr = r.network()
+		r.log.Debug("sandbox network ready", "id", l.ID, "took", c.Now().Sub(t0))
+	}()
+	svcUndo, svcErr := r.buildServices()
+	<-netDone
+	// Cleanup is LIFO: the services stop before the network goes.
+	r.undo = append(r.undo, netUndo...)
+	if svcUndo != nil {
+		r.undo = append(r.undo, svcUndo)
 	}
-	// The host table and the veth go together, concurrently: each removal
-	// waits for an RCU grace period in the kernel (10-40 ms here).
-	r.undo = append(r.undo, func() {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := firewall.RemoveHost(l.ID); err != nil {
-				r.log.Warn("remove nftables table", "id", l.ID, "err", err)
-			}
-		}()
-		if err := netsetup.DeleteLink(l.hostIf()); err != nil {
-			r.log.Warn("remove veth", "link", l.hostIf(), "err", err)
-		}
-		<-done
-	})
-	ns, err := netns.GetFromName(l.netns())
-	if err != nil {
+	if err := errors.Join(netErr, svcErr); err != nil {
 		return err
 	}
-	err = firewall.Rules{ID: l.ID, HostIf: l.hostIf(), Gateway: l.Gateway, SandboxNSFd: int(ns)}.Install()
-	ns.Close()
-	if err != nil {
-		return err
-	}
-	if err := r.serve(); err != nil {
+	if err := r.listen(); err != nil {
 		return err
 	}
 	// No v.WaitUp here: the kernel activates the link while the runtime
@@ -133,11 +147,49 @@ func (r *run) setup() error {
 	return r.writeBundle()
 }
 
-// serve starts the proxy and DNS filter on the gateway address.
-func (r *run) serve() error {
+// network creates the veth pair and the nftables tables inside the sandbox
+// and on the host. It returns the undo steps of what it made, also on error.
+func (r *run) network() ([]func(), error) {
+	l := &r.lease
+	var undo []func()
+	v := netsetup.Veth{HostName: l.hostIf(), PeerName: "eth0", NS: l.netns(),
+		HostAddr: netip.PrefixFrom(l.Gateway, 30), PeerAddr: netip.PrefixFrom(l.Addr, 30)}
+	if err := v.Add(); err != nil {
+		return undo, fmt.Errorf("sandbox network: %w", err)
+	}
+	// The host table and the veth go together, concurrently: each removal
+	// waits for an RCU grace period in the kernel (10-40 ms here).
+	undo = append(undo, func() {
+		done := make(chan struct{})
+		t0 := r.cfg.Now()
+		go func() {
+			defer close(done)
+			if err := firewall.RemoveHost(l.ID); err != nil {
+				r.log.Warn("remove nftables table", "id", l.ID, "err", err)
+			}
+			r.log.Debug("host nftables table removed", "id", l.ID, "took", r.cfg.Now().Sub(t0))
+		}()
+		if err := netsetup.DeleteLink(l.hostIf()); err != nil {
+			r.log.Warn("remove veth", "link", l.hostIf(), "err", err)
+		}
+		r.log.Debug("veth removed", "id", l.ID, "took", r.cfg.Now().Sub(t0))
+		<-done
+	})
+	ns, err := netns.GetFromName(l.netns())
+	if err != nil {
+		return undo, err
+	}
+	err = firewall.Rules{ID: l.ID, HostIf: l.hostIf(), Gateway: l.Gateway, SandboxNSFd: int(ns)}.Install()
+	ns.Close()
+	return undo, err
+}
+
+// buildServices builds the proxy and DNS filter, not yet listening, and
+// returns the step that stops them (nil if there is nothing to stop).
+func (r *run) buildServices() (func(), error) {
 	c := &r.cfg
 	if c.NewServices == nil {
-		return nil
+		return nil, nil
 	}
 	agent := c.Agent
 	if agent == "" {
@@ -146,30 +198,42 @@ func (r *run) serve() error {
 	t0 := c.Now()
 	svc, err := c.NewServices(Gateway{ID: r.lease.ID, Agent: agent, Gateway: r.lease.Gateway, Addr: r.lease.Addr})
 	if err != nil {
-		return fmt.Errorf("start proxy and DNS: %w", err)
+		return nil, fmt.Errorf("start proxy and DNS: %w", err)
 	}
 	r.log.Debug("gateway services built", "id", r.lease.ID, "took", c.Now().Sub(t0))
 	r.services = svc
-	var closers []func() error
-	r.undo = append(r.undo, func() {
-		for _, cl := range closers {
-			_ = cl()
-		}
-		if svc.Proxy != nil {
-			_ = svc.Proxy.Close()
-		}
-		if svc.DNS != nil {
-			_ = svc.DNS.Close()
-		}
-		r.wg.Wait()
-	})
+	// The container is gone when this runs: the services stop while the
+	// network is being removed.
+	return func() {
+		r.background(func() {
+			for _, cl := range r.closers {
+				_ = cl()
+			}
+			if svc.Proxy != nil {
+				_ = svc.Proxy.Close()
+			}
+			if svc.DNS != nil {
+				_ = svc.DNS.Close()
+			}
+			r.wg.Wait()
+		})
+	}, nil
+}
+
+// listen serves the proxy and DNS filter on the gateway address (which
+// exists once the veth is configured).
+func (r *run) listen() error {
+	svc := r.services
+	if svc == nil || r.cfg.NewServices == nil {
+		return nil
+	}
 	gw := r.lease.Gateway
 	listen := func(port int, serve func(net.Listener) error, what string) error {
 		ln, err := net.Listen("tcp4", netip.AddrPortFrom(gw, uint16(port)).String())
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", what, err)
 		}
-		closers = append(closers, ln.Close)
+		r.closers = append(r.closers, ln.Close)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -201,7 +265,7 @@ func (r *run) serve() error {
 		if err != nil {
 			return fmt.Errorf("listen dns/udp: %w", err)
 		}
-		closers = append(closers, pc.Close)
+		r.closers = append(r.closers, pc.Close)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -222,7 +286,10 @@ func (r *run) writeBundle() error {
 	if err := os.MkdirAll(filepath.Join(r.bundle, "files"), 0o755); err != nil {
 		return err
 	}
-	r.undo = append(r.undo, func() { _ = os.RemoveAll(r.bundle) })
+	r.undo = append(r.undo, func() {
+		// After the container's removal (a later undo step, run first).
+		r.background(func() { _ = os.RemoveAll(r.bundle) })
+	})
 	s := &c.Policy.Sandbox
 	hostname := s.Hostname
 	if hostname == "" {
