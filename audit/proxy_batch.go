@@ -21,8 +21,11 @@ type Batcher interface {
 func (w *Writer) EmitBatch(events []*Event) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var buf []byte
-	var ends []int // end of each line in buf, for OnWrite
+	buf := make([]byte, 0, 512*len(events)) // one allocation for typical lines
+	var ends []int                          // end of each line in buf, for OnWrite
+	if w.OnWrite != nil {
+		ends = make([]int, 0, len(events))
+	}
 	prev := w.prev
 	for _, e := range events {
 		if e.TS.IsZero() {
@@ -37,7 +40,9 @@ func (w *Writer) EmitBatch(events []*Event) {
 		}
 		buf = append(buf, line...)
 		prev = HashLine(line)
-		ends = append(ends, len(buf))
+		if w.OnWrite != nil {
+			ends = append(ends, len(buf))
+		}
 		buf = append(buf, '\n')
 	}
 	if len(buf) == 0 {
@@ -68,7 +73,7 @@ func (r *Rotating) EmitBatch(events []*Event) {
 		r.setErr(errors.New("audit: emit on a closed sink"))
 		return
 	}
-	var buf []byte
+	buf := make([]byte, 0, 512*len(events))
 	prev := r.prev
 	flush := func() bool {
 		if len(buf) == 0 {

@@ -6,7 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"testing"
+
+	"github.com/cagent-dev/cagent/audit"
 )
 
 // Benchmarks pair each path through the proxy with the direct path, so
@@ -110,5 +113,40 @@ func BenchmarkConnectThroughput(b *testing.B) {
 		}
 		defer c.Close()
 		run(b, c)
+	})
+}
+
+// BenchmarkAuditSink is the cost of one event on the request path: a
+// hash-chained file written by the caller, or the same file behind the
+// queue (the caller only copies the event into a channel).
+func BenchmarkAuditSink(b *testing.B) {
+	ev := audit.Event{Type: audit.TypeHTTP, Agent: "bench", Decision: audit.Allow, Rule: "domains api.test", Method: "GET", Scheme: "http",
+		Host: "api.test", Port: 80, Path: "/v1/models", Status: 200, BytesUp: 120, BytesDown: 64, Client: "127.0.0.1:40000", Upstream: "127.0.0.1:8080"}
+	run := func(b *testing.B, s audit.Sink) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				e := ev
+				s.Emit(&e)
+			}
+		})
+	}
+	b.Run("file", func(b *testing.B) {
+		fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "a.jsonl"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer fs.Close()
+		run(b, fs)
+	})
+	b.Run("queue", func(b *testing.B) {
+		fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "a.jsonl"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer fs.Close()
+		q := NewAuditQueue(fs)
+		run(b, q)
+		q.Close() // inside the timing: every event is written
 	})
 }
