@@ -135,6 +135,19 @@ func Delete(name string) error {
 	return nil
 }
 
+// Release drops the named namespace's bind mount, so that the kernel
+// destroys the namespace (and every veth pair with an end in it) once
+// nothing else holds it, but keeps the name's file: the name stays claimed
+// (Create fails with ErrExists) until Delete, so that no one re-creates it,
+// and its veth names, before the kernel has finished.
+func Release(name string) error {
+	p := Path(name)
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", p, err)
+	}
+	return nil
+}
+
 // Exists reports whether the named namespace exists.
 func Exists(name string) bool {
 	_, err := os.Stat(Path(name))
@@ -293,4 +306,27 @@ func AddAddr(nsName, ifname string, addr netip.Prefix) error {
 
 func ipnet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// WaitGone waits (at most timeout) until the host interface name no longer
+// exists and reports whether it went. Used after removing a namespace: the
+// kernel destroys a veth pair with the namespace of either end, in its
+// batched namespace cleanup, which is cheaper than deleting the link (that
+// waits for RCU callbacks in the caller's syscall).
+func WaitGone(name string, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := netlink.LinkByName(name)
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		time.Sleep(250 * time.Microsecond)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"go.uber.org/goleak"
@@ -99,5 +100,41 @@ func TestVethClaim(t *testing.T) {
 	}
 	if err := DeleteLink(host); err != nil {
 		t.Errorf("DeleteLink of a missing link: %v", err)
+	}
+}
+
+// TestReleaseDestroysVethKeepsName: releasing a namespace destroys its veth
+// pair (the kernel does it with the namespace) while the name stays claimed
+// until Delete.
+func TestReleaseDestroysVethKeepsName(t *testing.T) {
+	testutil.RequireRoot(t)
+	name := fmt.Sprintf("cagent-reltest-%d", os.Getpid())
+	host := fmt.Sprintf("cgrel%d", os.Getpid()%100000)
+	if err := Create(name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { DeleteLink(host); Delete(name) })
+	v := Veth{HostName: host, PeerName: "eth0", NS: name,
+		HostAddr: netip.MustParsePrefix("10.209.253.1/30"), PeerAddr: netip.MustParsePrefix("10.209.253.2/30")}
+	if err := v.Add(); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := WaitGone(host, 0); gone || err != nil {
+		t.Fatalf("WaitGone before Release = %v, %v; want false", gone, err)
+	}
+	if err := Release(name); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(name); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create after Release = %v, want ErrExists (the name stays claimed)", err)
+	}
+	if gone, err := WaitGone(host, 5*time.Second); !gone || err != nil {
+		t.Fatalf("veth %s still there after Release: %v", host, err)
+	}
+	if err := Delete(name); err != nil {
+		t.Fatal(err)
+	}
+	if Exists(name) {
+		t.Fatal("name still claimed after Delete")
 	}
 }
