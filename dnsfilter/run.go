@@ -204,6 +204,8 @@ func Run(ctx context.Context, rc RunConfig) error {
 	ready.Store(true)
 	logger.Info("dns filter started", "listen", rc.Listen, "admin", aln.Addr().String(), "upstreams", f.state.Load().upstreams,
 		"answer", w.Current().DNS.Answer, "audit_log", auditPath)
+	// Start-up is over: give back what only it needed (see trimStartup).
+	logger.Debug("released start-up memory", "mapped_bytes_advised", trimStartup())
 
 	var runErr error
 	select {

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package dnsfilter
+
+func trimStartup() int { return 0 }
