@@ -26,11 +26,22 @@ type testServer struct {
 func startServer(t *testing.T, handler dns.HandlerFunc) *testServer {
 	t.Helper()
 	ts := &testServer{}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// UDP and TCP must share a port; another process may hold the TCP side
+	// of the port the kernel picked for UDP, so try a few.
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for try := 0; try < 20; try++ {
+		pc, err = net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
+		pc.Close()
 	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
