@@ -25,6 +25,7 @@ import (
 	"github.com/cagent-dev/cagent/credential"
 	"github.com/cagent-dev/cagent/policy"
 	"github.com/cagent-dev/cagent/policywatch"
+	"github.com/cagent-dev/cagent/proxy"
 	"github.com/cagent-dev/cagent/sandbox"
 	"github.com/cagent-dev/cagent/secretstore"
 )
@@ -86,6 +87,9 @@ type Daemon struct {
 	events  *adminui.EventStore
 	files   *auditFiles
 	sink    audit.Sink
+	// traffic queues the proxy's and DNS filter's events so that encoding
+	// and writing them happens off the request path; closed after both stop.
+	traffic *proxy.AuditQueue
 	secrets *secretstore.Store
 	admin   *adminui.Server
 	started time.Time
@@ -146,6 +150,7 @@ func New(cfg Config) (*Daemon, error) {
 		d.files.Close()
 		return nil, err
 	}
+	d.traffic = proxy.NewAuditQueue(d.sink)
 	return d, nil
 }
 
@@ -206,6 +211,7 @@ func (d *Daemon) close() error {
 	if d.watcher != nil {
 		d.watcher.Close()
 	}
+	d.traffic.Close() // the proxy and DNS filter have stopped: write what they queued
 	d.emit("daemon_stop", nil)
 	return d.files.Close()
 }

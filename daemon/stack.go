@@ -106,7 +106,7 @@ func (d *Daemon) newStack(ctx context.Context, p *policy.Policy) (*stack, error)
 
 func (d *Daemon) newProxy(p *policy.Policy) (*proxy.Proxy, error) {
 	return proxy.New(proxy.Config{
-		Policy: p, StateDir: d.cfg.StateDir, Audit: d.sink, Logger: d.log, Agent: d.cfg.Agent,
+		Policy: p, StateDir: d.cfg.StateDir, Audit: d.traffic, Logger: d.log, Agent: d.cfg.Agent,
 		Upstreams: d.cfg.Upstreams, RootCAs: d.cfg.RootCAs, Secrets: d.secretSource(),
 		Clock: d.cfg.Now, LookupEnv: d.cfg.LookupEnv,
 	})
@@ -165,7 +165,7 @@ func (st *stack) add(s *service) error {
 func (st *stack) startDNS(p *policy.Policy) (err error) {
 	d := st.d
 	f, err := dnsfilter.New(dnsfilter.Config{
-		Policy: p, Upstreams: d.cfg.Upstreams, Gateway: st.gw, Audit: d.sink, Logger: d.log,
+		Policy: p, Upstreams: d.cfg.Upstreams, Gateway: st.gw, Audit: d.traffic, Logger: d.log,
 		Agent: d.cfg.Agent, Clock: d.cfg.Now,
 	})
 	if err != nil {
