@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,10 @@ func RotateToken(stateDir string) (string, error) {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	tok := tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
-	if err := writeFileAtomic(TokenPath(stateDir), []byte(hashToken(tok)+"\n"), 0o600); err != nil {
+	if err := os.MkdirAll(filepath.Dir(TokenPath(stateDir)), 0o700); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	if err := atomicfile.WriteFile(TokenPath(stateDir), []byte(hashToken(tok)+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	return tok, nil
@@ -182,42 +186,4 @@ func (s *sessions) fail() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures = append(s.failures, s.now())
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it
-// and renames it over path, so readers see the old or the new file whole.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

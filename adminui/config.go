@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -67,7 +68,7 @@ func (c configFile) write(data []byte) error {
 	if st, err := os.Stat(target); err == nil {
 		mode = st.Mode().Perm()
 	}
-	if err := writeFileAtomic(target, data, mode); err != nil {
+	if err := atomicfile.WriteFile(target, data, mode); err != nil {
 		return fmt.Errorf("save %s: %w", c.path, err)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -290,7 +291,7 @@ func (t *Tracker) Flush() error {
 	t.flushMu.Lock()
 	defer t.flushMu.Unlock()
 	data := t.encode()
-	err := writeFileAtomic(t.path, data, 0o600)
+	err := atomicfile.WriteFile(t.path, data, 0o600)
 	t.mu.Lock()
 	if err != nil {
 		t.dirty = true // try again on the next tick
@@ -366,44 +367,4 @@ func (t *Tracker) Close() error {
 		t.lock.Close() // releases the flock
 	})
 	return err
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsyncs it and renames it into place, so a crash leaves either
-// the old or the new content, never a torn file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

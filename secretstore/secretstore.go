@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -151,7 +152,7 @@ func loadOrCreateKey(path string) ([]byte, error) {
 	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("secretstore: %w", err)
 	}
-	syncDir(filepath.Dir(path))
+	atomicfile.SyncDir(filepath.Dir(path))
 	return readKey(path)
 }
 
@@ -316,7 +317,7 @@ func (s *Store) update(fn func(map[string]sealed) error) error {
 	if err != nil {
 		return fmt.Errorf("secretstore: %w", err)
 	}
-	if err := writeFileAtomic(s.path, append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(s.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("secretstore: write %s: %w", s.path, err)
 	}
 	st, err := statFile(s.path)
@@ -369,48 +370,4 @@ func (s *Store) Secret(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("secretstore: secret %q does not decrypt (the entry was altered or moved from another name, or %s is not the key it was sealed with)", name, filepath.Join(s.dir, "key"))
 	}
 	return string(pt), nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsyncs it and renames it into place, so a crash leaves either
-// the old or the new content, never a torn file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	syncDir(dir)
-	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

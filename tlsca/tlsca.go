@@ -23,6 +23,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 	"io"
 	"io/fs"
 	"math/big"
@@ -102,7 +103,7 @@ func LoadOrCreate(stateDir string, clock func() time.Time) (*CA, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tlsca: encode key: %w", err)
 		}
-		created, err := createExclusive(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		created, err := atomicfile.CreateExclusive(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("tlsca: %w", err)
 		}
@@ -247,7 +248,7 @@ func createCert(path string, key *ecdsa.PrivateKey, now time.Time) (*x509.Certif
 		return nil, nil, fmt.Errorf("tlsca: %w", err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	created, err := createExclusive(path, certPEM, 0o644)
+	created, err := atomicfile.CreateExclusive(path, certPEM, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tlsca: %w", err)
 	}
@@ -442,42 +443,4 @@ func readAll(f *os.File, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("larger than %d bytes", limit)
 	}
 	return b, nil
-}
-
-// createExclusive writes data to path only if path does not exist yet. The
-// content is complete on disk (written and fsynced under a temporary name)
-// before it is linked into place, so nobody ever reads a torn file. It
-// reports false when path already existed.
-func createExclusive(path string, data []byte, perm os.FileMode) (bool, error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return false, err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return false, nil
-		}
-		return false, err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return true, nil
 }
