@@ -23,21 +23,7 @@ func (p *Policy) Lookup(host string) *Domain {
 	if err != nil {
 		return nil
 	}
-	if d := p.index.exact[h]; d != nil {
-		return d
-	}
-	for i := strings.IndexByte(h, '.'); i >= 0; {
-		rest := h[i+1:]
-		if d := p.index.wildcard[rest]; d != nil {
-			return d
-		}
-		j := strings.IndexByte(rest, '.')
-		if j < 0 {
-			break
-		}
-		i += j + 1
-	}
-	return nil
+	return p.LookupNormalized(h)
 }
 
 // LookupAlias returns the enabled entry for "<alias>.devbox.local" (any case,
