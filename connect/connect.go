@@ -209,6 +209,13 @@ func (c *Client) Secret(ctx context.Context, name string) (string, error) {
 
 // Emit implements audit.Sink: the event goes to the spool.
 func (c *Client) Emit(e *audit.Event) {
+	if e.TS.IsZero() {
+		// Some emitters leave the time to the file writer; the control
+		// plane files events by it.
+		cp := *e
+		cp.TS = c.cfg.Now().UTC()
+		e = &cp
+	}
 	b, err := json.Marshal(e)
 	if err != nil {
 		return

@@ -134,6 +134,8 @@ function ago(ts: string): string {
   return `${Math.round(s / 3600)}h ago`;
 }
 
+const listState: Record<string, { q: string; f: string }> = {};
+
 // listCard renders a searchable table: rows are filtered by the search
 // box (any cell's text) and by the optional extra filter.
 function listCard<T>(opts: {
@@ -147,10 +149,14 @@ function listCard<T>(opts: {
   actions?: Child;
 }): HTMLElement {
   const body = h("tbody");
-  const search = h("input", { id: `${opts.id}-search`, placeholder: "search", type: "search" }) as HTMLInputElement;
-  const sel = opts.extra ? (h("select", { id: `${opts.id}-filter` }, h("option", { value: "" }, `all ${opts.extra.label}`), opts.extra.options.map((o) => h("option", { value: o }, o))) as HTMLSelectElement) : null;
+  // Search and filter survive the periodic refresh of a page.
+  const st = (listState[opts.id] ??= { q: "", f: "" });
+  const search = h("input", { id: `${opts.id}-search`, placeholder: "search", type: "search", value: st.q }) as HTMLInputElement;
+  const sel = opts.extra ? (h("select", { id: `${opts.id}-filter` }, h("option", { value: "" }, `all ${opts.extra.label}`), opts.extra.options.map((o) => h("option", { value: o, selected: o === st.f }, o))) as HTMLSelectElement) : null;
   const count = h("span", { class: "dim" });
   const render = () => {
+    st.q = search.value;
+    st.f = sel ? sel.value : "";
     const q = search.value.toLowerCase();
     const rows = opts.rows.filter((r) => (!q || opts.text(r).toLowerCase().includes(q)) && (!sel || !sel.value || opts.extra!.match(r, sel.value)));
     fill(body, rows.length ? rows.map((r) => h("tr", {}, opts.row(r).map((c) => h("td", {}, c)))) : h("tr", {}, h("td", { colspan: opts.cols.length, class: "dim" }, "nothing here")));
@@ -258,7 +264,9 @@ function loginPage(app: HTMLElement) {
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
     me = null;
     await route();
-    if (!me) fill(err, "That token was not accepted (missing, wrong, disabled, expired, or an agent token).");
+    // route() drew a fresh login form: put the message in it.
+    const cur = document.getElementById("login-error");
+    if (!me && cur) fill(cur, "That token was not accepted (missing, wrong, disabled, expired, or an agent token).");
   };
   fill(
     app,
@@ -321,6 +329,10 @@ function metricsOf(a: any): Record<string, any> {
 }
 
 async function agentsPage(main: HTMLElement) {
+  const listEl = h("div");
+  const cmdEl = h("div", { id: "commands" });
+  let shown: any = null; // the agent whose commands are shown
+  fill(main, listEl, cmdEl);
   const render = async () => {
     const l = await api("GET", T("/agents"));
     const canAdmin = me!.kind !== "dev";
@@ -349,8 +361,9 @@ async function agentsPage(main: HTMLElement) {
         fail(e);
       }
     };
+    if (shown) showCommands(shown).catch(() => {});
     fill(
-      main,
+      listEl,
       listCard({
         id: "agents",
         title: "Agents",
@@ -367,24 +380,23 @@ async function agentsPage(main: HTMLElement) {
             h("span", { class: "dim" }, Object.entries(m).filter(([k]) => k !== "last_error").map(([k, v]) => `${k}=${v}`).join("  "), m.last_error ? h("div", { class: "errors" }, m.last_error) : null),
             canAdmin
               ? h("span", { class: "row" }, ["start", "stop", "restart", "wipe"].map((c) => h("button", { "data-cmd": `${a.name}:${c}`, class: c === "wipe" ? "danger" : "", onclick: () => cmd(a, c) }, c)),
-                  h("button", { onclick: () => showCommands(a) }, "history"),
+                  h("button", { "data-history": a.name, onclick: () => showCommands(a) }, "history"),
                   h("button", { class: "danger", onclick: async () => {
                     if (!(await confirmModal("Delete agent", `Delete ${a.name} with its token, policies and commands?`, "Delete"))) return;
                     await api("DELETE", T(`/agents/${a.id}`)).catch(fail);
                     render();
                   } }, "delete"))
-              : h("button", { onclick: () => showCommands(a) }, "history"),
+              : h("button", { "data-history": a.name, onclick: () => showCommands(a) }, "history"),
           ];
         },
         actions: canAdmin ? h("div", { class: "row", style: "margin-bottom:10px" }, name, h("button", { id: "agent-create", class: "primary", onclick: create }, "Register agent")) : null,
       }),
-      h("div", { id: "commands" }),
     );
   };
   const showCommands = async (a: any) => {
+    shown = a;
     const l = await api("GET", T(`/agents/${a.id}/commands`));
-    const el = document.getElementById("commands")!;
-    fill(el, listCard({
+    fill(cmdEl, listCard({
       id: "command-list", title: `Commands of ${a.name}`, rows: l.items, cols: ["when", "command", "status", "result"],
       text: (c: any) => `${c.command} ${c.status} ${c.result || ""}`,
       extra: { label: "statuses", options: ["pending", "delivered", "succeeded", "failed"], match: (c: any, v) => c.status === v },

@@ -1,0 +1,336 @@
+package controlui_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cagent-dev/cagent/adminui"
+	"github.com/cagent-dev/cagent/connect"
+	"github.com/cagent-dev/cagent/control"
+	"github.com/cagent-dev/cagent/controlui"
+	"github.com/cagent-dev/cagent/daemon"
+	"github.com/cagent-dev/cagent/internal/fakeinet"
+	"github.com/cagent-dev/cagent/internal/testutil"
+	"github.com/chromedp/chromedp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// startCP runs a real control plane on loopback and returns its URL and
+// the bootstrap super-admin token.
+func startCP(t *testing.T) (string, string) {
+	t.Helper()
+	out := &syncBuf{}
+	ready := make(chan net.Addr, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- control.Run(ctx, control.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Stdout: out, Ready: func(a net.Addr) { ready <- a }})
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("control.Run: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("control.Run: %v", err)
+		}
+	})
+	var super string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, "cagent_") {
+			super = strings.TrimSpace(l)
+		}
+	}
+	return "http://" + addr.String(), super
+}
+
+func TestUIServesAppWithStrictHeaders(t *testing.T) {
+	url, _ := startCP(t)
+	for _, p := range []string{"/", "/some/client/route"} {
+		resp, err := http.Get(url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		csp := resp.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") || resp.Header.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s: headers %v", p, resp.Header)
+		}
+		if controlui.Built() && (resp.StatusCode != 200 || !strings.Contains(string(b), "<div id=\"app\">")) {
+			t.Errorf("%s: %d %s", p, resp.StatusCode, b)
+		}
+		if !controlui.Built() && resp.StatusCode != 503 {
+			t.Errorf("%s unbuilt: %d", p, resp.StatusCode)
+		}
+	}
+	// The API is still the API: unknown paths answer JSON 404s.
+	resp, err := http.Get(url + "/api/v1/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Errorf("api 404: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+func artifactsDir(t *testing.T) string {
+	dir := os.Getenv("CAGENT_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "testdata-artifacts", "screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := testutil.RequireCommand(t, "chromium")
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-features", "Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider"),
+		// Only the loopback test server resolves: no lookups leave the machine.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("mute-audio", true),
+		chromedp.WindowSize(1400, 900),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// connectedDataPlane runs `cagent up --control-plane` in-process: the daemon
+// with a runc sandbox and a fake internet, managed by a connect.Client.
+func connectedDataPlane(t *testing.T, cpURL, token string) (*daemon.Daemon, *fakeinet.Internet) {
+	t.Helper()
+	in := fakeinet.Start(t, fakeinet.Options{})
+	dir := t.TempDir()
+	ws := filepath.Join(dir, "ws")
+	os.Mkdir(ws, 0o777)
+	os.Chmod(ws, 0o777)
+	base := filepath.Join(dir, "cagent.yaml")
+	os.WriteFile(base, []byte(fmt.Sprintf("dns:\n  upstream: [%s]\nsandbox:\n  runtime: runc\n  workspace: %s\n  subnet_pool: 10.209.128.0/20\n", in.DNS, ws)), 0o600)
+	c, err := connect.New(connect.Config{URL: cpURL, Token: token, BasePath: base, StateDir: filepath.Join(dir, "state"),
+		Heartbeat: time.Second, BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(daemon.Config{PolicyPath: c.PolicyPath(), StateDir: filepath.Join(dir, "state"), Agent: "box-1",
+		Upstreams: []netip.AddrPort{in.DNS}, RootCAs: in.CAPool, HealthInterval: 100 * time.Millisecond, Audit: c, Secrets: c})
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := d.Boot(ctx); err != nil {
+		cancel()
+		d.Close()
+		c.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx, d) }()
+	t.Cleanup(func() { cancel(); <-done; d.Close(); c.Close() })
+	return d, in
+}
+
+func curl(t *testing.T, d *daemon.Daemon, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := d.Exec(ctx, adminui.ExecRequest{Cmd: []string{"/bin/sh", "-c", "curl -s -m 5 -o /dev/null -w '%{http_code}' " + url}})
+	if err != nil {
+		t.Fatalf("exec: %v", err)
+	}
+	defer p.Close()
+	out, _ := io.ReadAll(p)
+	p.Wait()
+	return strings.TrimSpace(string(out))
+}
+
+// TestBrowserMainFlow: in real headless Chromium, a super admin creates a
+// tenant and an admin token; the admin registers an agent and adds a
+// policy; a connected data plane (real sandbox) enforces it; the agent's
+// traffic shows in the control plane's logs; a restart command runs.
+func TestBrowserMainFlow(t *testing.T) {
+	if !controlui.Built() {
+		if testutil.InCI() {
+			t.Fatal("the control-plane web UI is not built: `make ui` must run before the tests")
+		}
+		t.Skip("web UI not built (make ui)")
+	}
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	testutil.RequireCommand(t, "curl")
+	url, super := startCP(t)
+	bctx := browser(t)
+	ctx, cancel := context.WithTimeout(bctx, 4*time.Minute)
+	defer cancel()
+	shots := artifactsDir(t)
+	shot := func(name string) {
+		t.Helper()
+		time.Sleep(300 * time.Millisecond)
+		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		os.WriteFile(filepath.Join(shots, "controlui-"+name+".png"), buf, 0o644)
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	waitJS := func(what, expr string, d time.Duration) {
+		t.Helper()
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(d))); err != nil {
+			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+	}
+	value := func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("value of %s: %v", sel, err)
+		}
+		return v
+	}
+	login := func(tok string) {
+		do("login", chromedp.WaitVisible(chromedp.ID("token")), chromedp.SetValue(chromedp.ID("token"), tok), chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("logout")))
+	}
+
+	// A wrong token is refused.
+	do("open", chromedp.Navigate(url+"/"), chromedp.WaitVisible(chromedp.ID("token")))
+	do("wrong token", chromedp.SetValue(chromedp.ID("token"), "cagent_000000000000000000000000_wrong"), chromedp.Click(chromedp.ID("login")))
+	waitJS("login error", `document.querySelector('#login-error').textContent.includes('not accepted')`, 10*time.Second)
+	shot("login")
+
+	// Super admin: a tenant, then an admin token for it.
+	login(super)
+	do("tenants", chromedp.WaitVisible(chromedp.ID("tenant-name")), chromedp.SetValue(chromedp.ID("tenant-name"), "acme"), chromedp.Click(chromedp.ID("tenant-create")))
+	waitJS("tenant selected", `document.querySelector('#tenant-select')?.selectedOptions[0]?.textContent === 'acme'`, 10*time.Second)
+	do("tenants page", chromedp.Navigate(url+"/#/tenants"), chromedp.WaitVisible(chromedp.ID("tenants-search")))
+	shot("tenants")
+	do("tokens page", chromedp.Navigate(url+"/#/tokens"), chromedp.WaitVisible(chromedp.ID("token-kind")),
+		chromedp.SetValue(chromedp.ID("token-kind"), "admin"), chromedp.SetValue(chromedp.ID("token-name"), "alice"),
+		chromedp.Click(chromedp.ID("token-create")), chromedp.WaitVisible(chromedp.ID("once-value")))
+	admin := value("#once-value")
+	if !strings.HasPrefix(admin, "cagent_") {
+		t.Fatalf("admin token %q", admin)
+	}
+	do("close", chromedp.Click(chromedp.ID("once-close")), chromedp.Click(chromedp.ID("logout")))
+
+	// Admin: register an agent, start its data plane.
+	login(admin)
+	do("agents", chromedp.Navigate(url+"/#/agents"), chromedp.WaitVisible(chromedp.ID("agent-name")),
+		chromedp.SetValue(chromedp.ID("agent-name"), "box-1"), chromedp.Click(chromedp.ID("agent-create")), chromedp.WaitVisible(chromedp.ID("once-value")))
+	agentTok := value("#once-value")
+	do("close agent token", chromedp.Click(chromedp.ID("once-close")))
+	d, in := connectedDataPlane(t, url, agentTok)
+	waitJS("agent online", `document.querySelector('[data-agent-online="box-1"]')?.textContent === 'online'`, 60*time.Second)
+	shot("agents")
+	if got := curl(t, d, "http://web.test/before-policy"); got != "403" {
+		t.Fatalf("before the policy: %s", got)
+	}
+
+	// A tenant-wide policy, enforced by the data plane's proxy.
+	do("policies", chromedp.Navigate(url+"/#/policies"), chromedp.WaitVisible(chromedp.ID("policy-domain")),
+		chromedp.SetValue(chromedp.ID("policy-domain"), "web.test"), chromedp.SetValue(chromedp.ID("policy-entry"), `{"allow_private": true}`),
+		chromedp.Click(chromedp.ID("policy-create")))
+	waitJS("policy listed", `[...document.querySelectorAll('#policies td b')].some(b => b.textContent === 'web.test')`, 10*time.Second)
+	shot("policies")
+	deadline := time.Now().Add(10 * time.Second)
+	for curl(t, d, "http://web.test/from-agent") != "200" {
+		if time.Now().After(deadline) {
+			t.Fatal("the connected data plane does not enforce the policy made in the UI")
+		}
+	}
+	if got := curl(t, d, "http://api.test/not-allowed"); got != "403" {
+		t.Fatalf("other domain: %s", got)
+	}
+	seen := false
+	for _, r := range in.Requests() {
+		seen = seen || r.RequestURI == "/from-agent"
+	}
+	if !seen {
+		t.Fatal("the request did not reach the fake internet")
+	}
+
+	// A secret: write-only.
+	do("secrets", chromedp.Navigate(url+"/#/secrets"), chromedp.WaitVisible(chromedp.ID("secret-name")),
+		chromedp.SetValue(chromedp.ID("secret-name"), "web-key"), chromedp.SetValue(chromedp.ID("secret-value"), "sk-UI-CANARY"),
+		chromedp.Click(chromedp.ID("secret-set")))
+	waitJS("secret listed", `[...document.querySelectorAll('#secrets td b')].some(b => b.textContent === 'web-key') && !document.body.innerHTML.includes('sk-UI-CANARY')`, 10*time.Second)
+
+	// The agent's traffic in the control plane's logs, with analytics.
+	do("logs", chromedp.Navigate(url+"/#/logs"), chromedp.WaitVisible(chromedp.ID("logs-q")))
+	waitJS("agent traffic in logs", `[...document.querySelectorAll('tr.log-row')].some(r => r.textContent.includes('web.test/from-agent')) &&
+		[...document.querySelectorAll('tr.log-row')].some(r => r.textContent.includes('api.test/not-allowed') && r.textContent.includes('deny'))`, 30*time.Second)
+	waitJS("event times", `[...document.querySelectorAll('tr.log-row td:first-child')].every(td => td.textContent.startsWith('20'))`, 5*time.Second)
+	waitJS("top domains", `[...document.querySelectorAll('#top-domains td')].some(td => td.textContent === 'web.test')`, 5*time.Second)
+	shot("logs")
+	do("filter deny", chromedp.SetValue(chromedp.ID("logs-decision"), "deny"), chromedp.Evaluate[chromedp.Void](`document.querySelector('#logs-decision').dispatchEvent(new Event('change'))`))
+	waitJS("filtered", `[...document.querySelectorAll('tr.log-row')].length > 0 && [...document.querySelectorAll('tr.log-row')].every(r => r.textContent.includes('deny'))`, 10*time.Second)
+
+	// A restart from the agents page, reported back.
+	do("agents again", chromedp.Navigate(url+"/#/agents"), chromedp.WaitVisible(chromedp.CSS(`[data-cmd="box-1:restart"]`)),
+		chromedp.Click(chromedp.CSS(`[data-cmd="box-1:restart"]`)))
+	waitJS("command sent", `[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('restart sent'))`, 10*time.Second)
+	do("history", chromedp.Click(chromedp.CSS(`[data-history="box-1"]`)), chromedp.WaitVisible(chromedp.ID("command-list")))
+	// The page refreshes every 5 s, the command list with it.
+	waitJS("restart succeeded", `[...document.querySelectorAll('#command-list .badge')].some(b => b.textContent === 'succeeded')`, 90*time.Second)
+	shot("commands")
+
+	// Audit trail shows who did what.
+	do("audit", chromedp.Navigate(url+"/#/audit"), chromedp.WaitVisible(chromedp.ID("audit-search")))
+	waitJS("audit rows", `['policy.create', 'secret.put', 'agent.create', 'command.create'].every(a => document.querySelector('#audit').textContent.includes(a.split('.')[0]))`, 10*time.Second)
+	shot("audit")
+}
