@@ -406,38 +406,42 @@ func (a *agentStream) readLoop(ctx context.Context, sub *streamSub) error {
 		if typ != websocket.MessageText {
 			return errf(http.StatusBadRequest, "invalid_json", "text messages only")
 		}
-		var m wire.Msg
-		if err := json.Unmarshal(b, &m); err != nil {
-			return errf(http.StatusBadRequest, "invalid_json", "message is not valid JSON")
+		reply, completed, err := a.handle(ctx, b)
+		if err != nil {
+			return err
 		}
-		switch m.Type {
-		case wire.TypeHeartbeat:
-			completed, err := a.heartbeat(ctx, &m)
-			if err != nil {
-				return err
+		if completed {
+			// The next command may now be sent.
+			select {
+			case sub.wake <- struct{}{}:
+			default:
 			}
-			if completed {
-				// The next command may now be sent.
-				select {
-				case sub.wake <- struct{}{}:
-				default:
-				}
-			}
-			if err := a.send(ctx, &wire.Msg{Type: wire.TypeHeartbeatAck}); err != nil {
-				return err
-			}
-		case wire.TypeLogs:
-			ack, err := a.logs(ctx, &m)
-			if err != nil {
-				return err
-			}
-			if err := a.send(ctx, ack); err != nil {
-				return err
-			}
-		default:
-			return fieldErr("type", "unknown message type %q", m.Type)
+		}
+		if err := a.send(ctx, reply); err != nil {
+			return err
 		}
 	}
+}
+
+// handle processes one message from the data plane (untrusted input) and
+// returns the reply, and whether a command was completed.
+func (a *agentStream) handle(ctx context.Context, b []byte) (*wire.Msg, bool, error) {
+	var m wire.Msg
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, false, errf(http.StatusBadRequest, "invalid_json", "message is not valid JSON")
+	}
+	switch m.Type {
+	case wire.TypeHeartbeat:
+		completed, err := a.heartbeat(ctx, &m)
+		if err != nil {
+			return nil, false, err
+		}
+		return &wire.Msg{Type: wire.TypeHeartbeatAck}, completed, nil
+	case wire.TypeLogs:
+		ack, err := a.logs(ctx, &m)
+		return ack, false, err
+	}
+	return nil, false, fieldErr("type", "unknown message type %q", m.Type)
 }
 
 func (a *agentStream) heartbeat(ctx context.Context, m *wire.Msg) (bool, error) {
