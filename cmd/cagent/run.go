@@ -139,14 +139,14 @@ func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 	// agent (named after its sandbox) and its directory goes with it.
 	var ephemeral string
 	cfg.NewServices = func(g sandbox.Gateway) (*sandbox.Services, error) {
-		name := fl.agent
-		if name == "" {
-			name = "sandbox-" + g.ID
+		if fl.agent != "" {
+			return newGatewayServices(pol, filepath.Join(fl.stateDir, "agents", fl.agent), upstreams, g, sink, log)
 		}
-		dir := filepath.Join(fl.stateDir, "agents", name)
-		if fl.agent == "" {
-			ephemeral = dir
+		dir, err := ephemeralDir(fl.stateDir, g.ID)
+		if err != nil {
+			return nil, err
 		}
+		ephemeral = dir
 		return newGatewayServices(pol, dir, upstreams, g, sink, log)
 	}
 	defer func() {
@@ -184,6 +184,22 @@ func newGatewayServices(pol *policy.Policy, proxyDir string, upstreams []netip.A
 		return nil, err
 	}
 	return &sandbox.Services{Proxy: p, DNS: d}, nil
+}
+
+// ephemeralDir makes the proxy's directory (CA, byte budget) for a run
+// without --agent, which is removed when the run ends. It lives in memory
+// (a tmpfs, /dev/shm) when there is one: nothing of it must outlive the run,
+// and the proxy's fsyncs of its files there cost nothing (on this disk they
+// were milliseconds on the start and exit path). Else under the state dir.
+func ephemeralDir(stateDir, id string) (string, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err == nil && st.Type == unix.TMPFS_MAGIC {
+		if dir, err := os.MkdirTemp("/dev/shm", "cagent-sandbox-"+id+"-"); err == nil {
+			return dir, nil // MkdirTemp: mode 0700, a fresh unguessable name
+		}
+	}
+	dir := filepath.Join(stateDir, "agents", "sandbox-"+id)
+	return dir, os.MkdirAll(dir, 0o700)
 }
 
 func stdinIsTTY(f *os.File) bool {
