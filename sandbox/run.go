@@ -99,6 +99,7 @@ func (r *run) setup() error {
 		return err
 	}
 	l := &r.lease
+	r.log.Debug("lease and namespace", "id", l.ID, "took", c.Now().Sub(r.started))
 	r.undo = append(r.undo, func() {
 		// Background steps use the lease's names (bundle directory, gateway
 		// address): they finish before another run can take it.
@@ -129,22 +130,26 @@ func (r *run) setup() error {
 		r.log.Debug("sandbox network ready", "id", l.ID, "took", c.Now().Sub(t0))
 	}()
 	svcUndo, svcErr := r.buildServices()
+	var bundleErr error
+	if svcErr == nil {
+		// The bundle needs the lease and (for the CA) the services only.
+		t0 := c.Now()
+		bundleErr = r.writeBundle()
+		r.log.Debug("bundle written", "id", l.ID, "took", c.Now().Sub(t0))
+	}
 	<-netDone
 	// Cleanup is LIFO: the services stop before the network goes.
 	r.undo = append(r.undo, netUndo...)
 	if svcUndo != nil {
 		r.undo = append(r.undo, svcUndo)
 	}
-	if err := errors.Join(netErr, svcErr); err != nil {
-		return err
-	}
-	if err := r.listen(); err != nil {
+	if err := errors.Join(netErr, svcErr, bundleErr); err != nil {
 		return err
 	}
 	// No v.WaitUp here: the kernel activates the link while the runtime
 	// starts (tens of ms, longer than activation), and a packet sent before
 	// would only be dropped and retransmitted: a delay, never a way out.
-	return r.writeBundle()
+	return r.listen()
 }
 
 // network creates the veth pair and the nftables tables inside the sandbox
@@ -154,7 +159,25 @@ func (r *run) network() ([]func(), error) {
 	var undo []func()
 	v := netsetup.Veth{HostName: l.hostIf(), PeerName: "eth0", NS: l.netns(),
 		HostAddr: netip.PrefixFrom(l.Gateway, 30), PeerAddr: netip.PrefixFrom(l.Addr, 30)}
+	// The inner table is installed while the veth is made (its rules match
+	// interface names, which need not exist yet); the host table after,
+	// since the host end's name is the claim on the host table's name.
+	// Both are in place before anything runs inside.
+	rules := firewall.Rules{ID: l.ID, HostIf: l.hostIf(), Gateway: l.Gateway}
+	innerErr := make(chan error, 1)
+	go func() {
+		ns, err := netns.GetFromName(l.netns())
+		if err != nil {
+			innerErr <- err
+			return
+		}
+		defer ns.Close()
+		in := rules
+		in.SandboxNSFd = int(ns)
+		innerErr <- in.InstallInner()
+	}()
 	if err := v.Add(); err != nil {
+		<-innerErr
 		return undo, fmt.Errorf("sandbox network: %w", err)
 	}
 	// The host table and the veth go together, concurrently: each removal
@@ -186,13 +209,8 @@ func (r *run) network() ([]func(), error) {
 		r.log.Debug("veth removed", "id", l.ID, "took", r.cfg.Now().Sub(t0))
 		<-done
 	})
-	ns, err := netns.GetFromName(l.netns())
-	if err != nil {
-		return undo, err
-	}
-	err = firewall.Rules{ID: l.ID, HostIf: l.hostIf(), Gateway: l.Gateway, SandboxNSFd: int(ns)}.Install()
-	ns.Close()
-	return undo, err
+	hostErr := rules.InstallHost()
+	return undo, errors.Join(<-innerErr, hostErr)
 }
 
 // buildServices builds the proxy and DNS filter, not yet listening, and

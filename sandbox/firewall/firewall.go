@@ -55,6 +55,32 @@ func (r Rules) Install() error {
 	return nil
 }
 
+// InstallInner adds only the table inside the sandbox's namespace, and
+// InstallHost only the host table: a caller may install the inner one
+// while it creates the veth (the inner rules match interface names, which
+// need not exist yet), and the host one once the veth, its claim on the
+// name, exists.
+func (r Rules) InstallInner() error {
+	if !r.Gateway.Is4() {
+		return errors.New("firewall: gateway must be IPv4")
+	}
+	if err := r.installInner(); err != nil {
+		return fmt.Errorf("sandbox nftables: %w", err)
+	}
+	return nil
+}
+
+// InstallHost: see InstallInner.
+func (r Rules) InstallHost() error {
+	if !r.Gateway.Is4() {
+		return errors.New("firewall: gateway must be IPv4")
+	}
+	if err := r.installHost(); err != nil {
+		return fmt.Errorf("host nftables: %w", err)
+	}
+	return nil
+}
+
 var (
 	accept = nftables.ChainPolicyAccept
 	drop   = nftables.ChainPolicyDrop
