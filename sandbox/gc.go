@@ -112,6 +112,9 @@ func removeSandbox(c GCConfig, dir string, l *lease) error {
 	errs = append(errs, netsetup.DeleteLink(l.hostIf()))
 	errs = append(errs, netsetup.Delete(l.netns()))
 	errs = append(errs, os.RemoveAll(filepath.Join(dir, "bundles", l.ID)))
+	if base, ok := memBundleBase(false); ok {
+		errs = append(errs, os.RemoveAll(filepath.Join(base, l.ID)))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}

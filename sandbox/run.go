@@ -310,7 +310,7 @@ func (r *run) listen() error {
 func (r *run) writeBundle() error {
 	c := &r.cfg
 	l := &r.lease
-	r.bundle = filepath.Join(r.sbDir, "bundles", l.ID)
+	r.bundle = bundlePath(r.sbDir, l.ID)
 	_ = os.RemoveAll(r.bundle)
 	if err := os.MkdirAll(filepath.Join(r.bundle, "files"), 0o755); err != nil {
 		return err

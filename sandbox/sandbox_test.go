@@ -105,6 +105,9 @@ func (tr *tracker) leftovers(t *testing.T, state string) []string {
 		if contains(tables, id) {
 			out = append(out, "nft "+id)
 		}
+		if _, err := os.Lstat(filepath.Join(MemBundleDir, id)); err == nil {
+			out = append(out, "bundle "+filepath.Join(MemBundleDir, id))
+		}
 	}
 	for _, d := range []string{"leases", "bundles"} {
 		ents, _ := os.ReadDir(filepath.Join(state, "sandbox", d))
@@ -322,7 +325,7 @@ func TestGC(t *testing.T) {
 	for time.Now().Before(deadline) {
 		ls, _ := readLeases(filepath.Join(state, "sandbox"))
 		if len(ls) == 1 {
-			if _, err := os.Stat(filepath.Join(state, "sandbox", "bundles", ls[0].ID, "config.json")); err == nil {
+			if _, err := os.Stat(filepath.Join(bundlePath(filepath.Join(state, "sandbox"), ls[0].ID), "config.json")); err == nil {
 				tr.ids = []string{ls[0].ID}
 				break
 			}
