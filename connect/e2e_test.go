@@ -108,12 +108,13 @@ func (cd *connectedDaemon) until(probe, want string) float64 {
 
 const (
 	proxyProbe = `curl -s -m 2 -o /dev/null -w '%{http_code}' http://web.test/probe`
-	// NXDOMAIN only: a timeout or another failure is not a denial.
-	dnsProbe = `/usr/bin/python3 -c 'import socket
+	// NXDOMAIN only: a timeout or another failure is not a denial (getent,
+	// the fallback without Python, cannot tell them apart).
+	dnsProbe = `if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -c 'import socket
 try:
     socket.getaddrinfo("web.test", 80); print("resolves")
 except socket.gaierror as e:
-    print("nxdomain" if e.errno == socket.EAI_NONAME else "error")'`
+    print("nxdomain" if e.errno == socket.EAI_NONAME else "error")'; else getent hosts web.test >/dev/null && echo resolves || echo nxdomain; fi`
 )
 
 // TestConnectedDaemonEnforcesControlPlaneChanges: a policy change made in
