@@ -353,3 +353,43 @@ func TestRevokedTokenEndsStream(t *testing.T) {
 		t.Fatal("reconnected with a revoked token")
 	}
 }
+
+// gateCtl blocks restart until released.
+type gateCtl struct {
+	recCtl
+	gate chan struct{}
+}
+
+func (g *gateCtl) Restart(ctx context.Context) error {
+	g.do("restart")
+	<-g.gate
+	return nil
+}
+
+// A command still running when the connection drops finishes, and when
+// the control plane sends it again after the reconnect it is reported,
+// not run a second time.
+func TestCommandNotRunTwiceAcrossReconnect(t *testing.T) {
+	dir := t.TempDir()
+	cp := startCP(t, filepath.Join(dir, "cp"), "")
+	tpath, agentID, tok := cp.agent("acme")
+	ctl := &gateCtl{gate: make(chan struct{})}
+	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
+	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	cmds := tpath + "/agents/" + agentID + "/commands"
+	cp.must("POST", cmds, map[string]any{"command": "restart"})
+	waitFor(t, "restart running", 10*time.Second, func() bool { return len(ctl.commands()) == 1 })
+	cp.stop()
+	close(ctl.gate) // finishes while the control plane is away
+	time.Sleep(300 * time.Millisecond)
+	cp.start()
+	waitFor(t, "result reported", 15*time.Second, func() bool {
+		_, l := cp.do("GET", cmds, "", nil)
+		items, _ := l["items"].([]any)
+		return len(items) == 1 && items[0].(map[string]any)["status"] == "succeeded"
+	})
+	time.Sleep(500 * time.Millisecond)
+	if got := ctl.commands(); len(got) != 1 {
+		t.Fatalf("ran %v", got)
+	}
+}
