@@ -246,16 +246,20 @@ func (c *Client) Run(ctx context.Context, ctl Controller) error {
 		if time.Since(start) > 30*time.Second {
 			backoff = c.cfg.BackoffMin
 		}
-		// Full jitter over the upper half: replicas restarting together
-		// do not get every data plane back at the same instant.
-		d := backoff/2 + rand.N(backoff/2+1)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(d):
+		case <-time.After(jitter(backoff)):
 		}
 		backoff = min(2*backoff, c.cfg.BackoffMax)
 	}
+}
+
+// jitter draws the wait before a reconnect from the upper half of the
+// current backoff step, so that data planes dropped together (a control
+// plane restart) do not all come back at the same instant.
+func jitter(backoff time.Duration) time.Duration {
+	return backoff/2 + rand.N(backoff/2+1)
 }
 
 func (c *Client) streamURL() string {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func appendN(t *testing.T, s *Spool, from, to int) {
@@ -111,5 +112,20 @@ func TestSpoolSegmentsDeletedAndBounded(t *testing.T) {
 	segs, _ = filepath.Glob(filepath.Join(dir, "*.log"))
 	if len(segs) != 1 || s.Pending() != 0 {
 		t.Fatalf("after full ack: %d segments, %d pending", len(segs), s.Pending())
+	}
+}
+
+func TestJitterSpreadsWithinTheUpperHalf(t *testing.T) {
+	const b = 8 * time.Second
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		d := jitter(b)
+		if d < b/2 || d > b {
+			t.Fatalf("jitter(%v) = %v", b, d)
+		}
+		seen[d/(100*time.Millisecond)] = true
+	}
+	if len(seen) < 20 {
+		t.Fatalf("not spread: %d distinct 100 ms buckets", len(seen))
 	}
 }
