@@ -319,6 +319,7 @@ func TestLogsShippedExactlyOnceAcrossOutage(t *testing.T) {
 	}
 	emit(d.c, 0, 100)
 	waitFor(t, "first 100", 10*time.Second, func() bool { return len(count()) == 100 })
+	waitFor(t, "first 100 acknowledged", 10*time.Second, func() bool { return d.c.Spool().Pending() == 0 })
 
 	// Outage: events spool on disk; the data plane also restarts.
 	cp.stop()
