@@ -15,7 +15,7 @@ const maxDone = 64
 
 // command runs c in the background (one at a time) and queues its result
 // for the next heartbeat, which it triggers.
-func (s *session) command(ctx context.Context, cmd wire.Command) {
+func (s *session) command(cmd wire.Command) {
 	c := s.c
 	c.cmdMu.Lock()
 	if r, ok := c.done[cmd.ID]; ok {
@@ -31,11 +31,12 @@ func (s *session) command(ctx context.Context, cmd wire.Command) {
 	}
 	c.running = cmd.ID
 	c.cmdMu.Unlock()
-	s.cmdWG.Add(1)
+	c.cmdWG.Add(1)
 	go func() {
-		defer s.cmdWG.Done()
-		// A command is not cut short by a dropped connection.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer c.cmdWG.Done()
+		// A command is not cut short by a dropped connection, only by
+		// the data plane shutting down.
+		cctx, cancel := context.WithTimeout(s.runCtx, 5*time.Minute)
 		defer cancel()
 		err := run(cctx, s.ctl, cmd)
 		r := wire.Result{ID: cmd.ID, Status: wire.Succeeded, Result: cmd.Command + ": done"}

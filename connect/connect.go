@@ -143,6 +143,9 @@ type Client struct {
 	running string
 	pending []wire.Result // results not yet acknowledged
 	kickHB  chan struct{}
+	// cmdWG tracks running commands: they outlive a dropped connection
+	// (a reconnect need not wait for them) but not Run.
+	cmdWG sync.WaitGroup
 }
 
 // New reads the local policy, opens the spool, and writes the policy the
@@ -231,6 +234,7 @@ func (c *Client) Close() error { return c.spool.Close() }
 // Run keeps the connection up until ctx ends, reconnecting with
 // exponential backoff and jitter. ctl runs commands (nil: commands fail).
 func (c *Client) Run(ctx context.Context, ctl Controller) error {
+	defer c.cmdWG.Wait()
 	backoff := c.cfg.BackoffMin
 	for {
 		start := time.Now()
@@ -291,7 +295,7 @@ func (c *Client) session(ctx context.Context, ctl Controller) error {
 	c.log.Info("connected to the control plane", "url", c.cfg.URL)
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	s := &session{c: c, conn: conn, ctl: ctl, acks: make(chan uint64, 4), hbAcks: make(chan struct{}, 8), contact: make(chan struct{}, 1)}
+	s := &session{c: c, conn: conn, ctl: ctl, runCtx: ctx, acks: make(chan uint64, 4), hbAcks: make(chan struct{}, 8), contact: make(chan struct{}, 1)}
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(3)
@@ -302,22 +306,21 @@ func (c *Client) session(ctx context.Context, ctl Controller) error {
 	stop()
 	conn.CloseNow()
 	wg.Wait()
-	s.cmdWG.Wait()
 	return err
 }
 
 type session struct {
-	c    *Client
-	conn *websocket.Conn
-	ctl  Controller
-	wmu  sync.Mutex
+	c      *Client
+	conn   *websocket.Conn
+	ctl    Controller
+	runCtx context.Context // Run's: commands end with it, not with the session
+	wmu    sync.Mutex
 
 	acks    chan uint64 // logs_ack last_seq
 	hbAcks  chan struct{}
 	contact chan struct{}
 	sentHB  [][]string // command result ids per heartbeat in flight
 	hbMu    sync.Mutex
-	cmdWG   sync.WaitGroup
 }
 
 func (s *session) send(ctx context.Context, m *wire.Msg) error {
@@ -363,7 +366,7 @@ func (s *session) read(ctx context.Context) error {
 			}
 		case wire.TypeCommand:
 			if m.Command != nil {
-				s.command(ctx, *m.Command)
+				s.command(*m.Command)
 			}
 		case wire.TypeHeartbeatAck:
 			s.hbMu.Lock()
