@@ -69,3 +69,28 @@ func TestValidID(t *testing.T) {
 		}
 	}
 }
+
+func TestIsInitOf(t *testing.T) {
+	status := func(ppid, nspid string) []byte {
+		return []byte("Name:\ttrue\nState:\tZ (zombie)\nTgid:\t4242\nPid:\t4242\nPPid:\t" + ppid + "\nNSpid:\t" + nspid + "\n")
+	}
+	for _, tc := range []struct {
+		name   string
+		status []byte
+		ppid   int
+		want   bool
+	}{
+		{"container init", status("100", "4242\t1"), 100, true},
+		{"nested namespaces", status("100", "4242\t77\t1"), 100, true},
+		{"other parent", status("101", "4242\t1"), 100, false},
+		{"not a namespace init", status("100", "4242\t2"), 100, false},
+		{"host process", status("100", "4242"), 100, false},
+		{"no NSpid line", []byte("PPid:\t100\n"), 100, false},
+		{"empty", nil, 100, false},
+		{"parent prefix only", status("1000", "4242\t1"), 100, false},
+	} {
+		if got := isInitOf(tc.status, tc.ppid); got != tc.want {
+			t.Errorf("%s: isInitOf = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

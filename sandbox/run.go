@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -64,6 +65,7 @@ type run struct {
 	closers  []func() error // the gateway listeners
 	wg       sync.WaitGroup
 	async    sync.WaitGroup // background undo steps
+	early    []func()       // start undo steps that may run once the container is dead
 	started  time.Time
 }
 
@@ -139,7 +141,15 @@ func (r *run) setup() error {
 	}
 	<-netDone
 	// Cleanup is LIFO: the services stop before the network goes.
-	r.undo = append(r.undo, netUndo...)
+	for _, u := range netUndo {
+		// The network's removal may start early, when the container's
+		// init is seen to exit (see watchInit); the undo step then waits.
+		var once sync.Once
+		finished := make(chan struct{})
+		start := func() { once.Do(func() { go func() { defer close(finished); u() }() }) }
+		r.early = append(r.early, start)
+		r.undo = append(r.undo, func() { start(); <-finished })
+	}
 	if svcUndo != nil {
 		r.undo = append(r.undo, svcUndo)
 	}
@@ -444,7 +454,13 @@ func (r *run) exec(ctx context.Context) (int, error) {
 	c := &r.cfg
 	l := &r.lease
 	bin, global := runtimeCmd(c.Runtime, c.RuncPath, c.RunscPath, r.sbDir)
-	cmd := exec.Command(bin, append(global, "run", "--bundle", r.bundle, l.container())...)
+	args := append(global, "run", "--bundle", r.bundle)
+	pidFile := ""
+	if c.Runtime == RuntimeRunc && len(r.early) > 0 {
+		pidFile = filepath.Join(r.bundle, "init.pid")
+		args = append(args, "--pid-file", pidFile)
+	}
+	cmd := exec.Command(bin, append(args, l.container())...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.Stdin, c.Stdout, c.Stderr
 	if !c.Terminal {
 		// Never hand the sandbox a descriptor of the user's terminal (e.g.
@@ -476,6 +492,18 @@ func (r *run) exec(ctx context.Context) (int, error) {
 	done := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(done) }()
+	if pidFile != "" {
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			if r.watchInit(pidFile, cmd.Process.Pid, done) {
+				for _, start := range r.early {
+					start()
+				}
+			}
+		}()
+		defer func() { <-watched }()
+	}
 	var killTimer <-chan time.Time
 	ctxDone := ctx.Done()
 loop:
@@ -506,6 +534,85 @@ loop:
 		return code, fmt.Errorf("%s run: %w", filepath.Base(bin), waitErr)
 	}
 	return code, nil
+}
+
+// watchInit reports whether the container's init (its pid from runc's
+// --pid-file) was seen to exit before the runtime itself (done). runc takes
+// a few more milliseconds after that (cgroups, state) which the network's
+// teardown can overlap. It is safe to tear the network down then: when the
+// init of a PID namespace exits, the kernel kills every other process in
+// it and waits for them before the exit is reported, so nothing in the
+// sandbox runs any more. The pid is checked to be a PID
+// namespace's init and our runtime's child (not a reused pid) through a
+// pidfd, which cannot be reused.
+func (r *run) watchInit(pidFile string, runtimePID int, done <-chan struct{}) bool {
+	var pid int
+	for {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if n, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && n > 0 {
+				pid = n
+				break
+			}
+		}
+		select {
+		case <-done:
+			return false
+		case <-time.After(time.Millisecond):
+		}
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	// Our container's init: a child of our runtime process and pid 1 of
+	// its own PID namespace (this also holds for a zombie, as /bin/true's
+	// init may already be). Checked after opening the pidfd and before the
+	// signal test below, which fails once the process is reaped: a pid
+	// cannot be reused while its process exists, so the status read was
+	// the pidfd's process.
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil || !isInitOf(st, runtimePID) {
+		return false
+	}
+	if unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+		return false
+	}
+	for {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 5)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return false
+		}
+		if n > 0 {
+			return true
+		}
+		select {
+		case <-done:
+			return false
+		default:
+		}
+	}
+}
+
+// isInitOf reports whether a /proc/PID/status describes pid 1 of a child
+// PID namespace whose parent is ppid.
+func isInitOf(status []byte, ppid int) bool {
+	var parentOK, initOK bool
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		switch k {
+		case "PPid":
+			parentOK = len(f) == 1 && f[0] == strconv.Itoa(ppid)
+		case "NSpid":
+			initOK = len(f) >= 2 && f[len(f)-1] == "1"
+		}
+	}
+	return parentOK && initOK
 }
 
 func exitCode(ps *os.ProcessState, err error) int {
