@@ -17,6 +17,15 @@ DUR=${DUR:-6}            # seconds of each throughput run
 LAT_DUR=${LAT_DUR:-4}    # seconds of each latency run
 LAT_QPS=${LAT_QPS:-5000} # fixed query rate of the latency runs
 OUTSTANDING=${OUTSTANDING:-64}
+LAT_ROUNDS=${LAT_ROUNDS:-3} # latency runs per peer, interleaved across peers, samples pooled
+# Servers on one CPU, dnsperf on another, so the load generator and the
+# server under test never compete for a core (the machine is shared: other
+# processes still do). Set PIN=0 to disable.
+PIN=${PIN:-1}
+SRV=() CLI=()
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  SRV=(taskset -c "${SERVER_CPU:-0}") CLI=(taskset -c "${CLIENT_CPU:-1}")
+fi
 
 cd "$(dirname "$0")/../.."
 need=()
@@ -55,18 +64,18 @@ dns:
 domains:
   - domain: "*.bench.test"
 EOF
-"$WORK/cagent" dns --config "$WORK/cagent.yaml" --listen 127.0.0.1:5301 --admin 127.0.0.1:9301 \
+"${SRV[@]}" "$WORK/cagent" dns --config "$WORK/cagent.yaml" --listen 127.0.0.1:5301 --admin 127.0.0.1:9301 \
   --upstream "$UP:$UP_PORT" --state-dir "$WORK/state" 2>"$WORK/cagent.log" &
 PIDS+=($!)
 CAGENT_PID=$!
 # The same filter linked alone (no proxy, control plane, sqlite...): shows
 # how much of cagent's RSS is the multi-command binary's own pages.
-"$WORK/dnsonly" --config "$WORK/cagent.yaml" --listen 127.0.0.1:5304 --admin 127.0.0.1:9304 \
+"${SRV[@]}" "$WORK/dnsonly" --config "$WORK/cagent.yaml" --listen 127.0.0.1:5304 --admin 127.0.0.1:9304 \
   --upstream "$UP:$UP_PORT" --state-dir "$WORK/state-dnsonly" 2>"$WORK/dnsonly.log" &
 PIDS+=($!)
 DNSONLY_PID=$!
 
-dnsmasq -k --no-resolv --no-hosts --server="$UP#$UP_PORT" --listen-address=127.0.0.1 --port=5302 \
+"${SRV[@]}" dnsmasq -k --no-resolv --no-hosts --server="$UP#$UP_PORT" --listen-address=127.0.0.1 --port=5302 \
   --bind-interfaces --cache-size=10000 --dns-forward-max=1000 --pid-file="$WORK/dnsmasq.pid" --user=root \
   --log-facility="$WORK/dnsmasq.log" &
 PIDS+=($!)
@@ -97,7 +106,7 @@ forward-zone:
   name: "."
   forward-addr: $UP@$UP_PORT
 EOF
-unbound -c "$WORK/unbound.conf" &
+"${SRV[@]}" unbound -c "$WORK/unbound.conf" &
 PIDS+=($!)
 UNBOUND_PID=$!
 
@@ -106,7 +115,9 @@ UNBOUND_PID=$!
 for i in $(seq 1 100); do echo "c$i.bench.test A"; done >"$WORK/cached.txt"
 for peer in cagent dnsonly dnsmasq unbound; do
   awk -v p="$peer" 'BEGIN { for (i = 0; i < 1000000; i++) printf "u%d-%s.bench.test A\n", i, p }' >"$WORK/uncached-$peer.txt"
-  awk -v p="$peer" 'BEGIN { for (i = 0; i < 200000; i++) printf "l%d-%s.bench.test A\n", i, p }' >"$WORK/uncached-lat-$peer.txt"
+  for ((r = 0; r < LAT_ROUNDS; r++)); do
+    awk -v p="$peer" -v r="$r" 'BEGIN { for (i = 0; i < 200000; i++) printf "l%d-%s-%d.bench.test A\n", i, p, r }' >"$WORK/uncached-lat-$peer-$r.txt"
+  done
 done
 
 # Wait until each server answers.
@@ -118,13 +129,27 @@ for port in 5301 5302 5303 5304; do
 done
 
 qps() { # port file
-  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DUR" -c 1 -q "$OUTSTANDING" -t 2 2>&1 | awk '/Queries per second/ { printf "%.0f", $4 }'
+  "${CLI[@]}" dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$DUR" -c 1 -q "$OUTSTANDING" -t 2 2>&1 | awk '/Queries per second/ { printf "%.0f", $4 }'
 }
 lat() { # port file: "p50 p99" latency in ms at LAT_QPS
-  dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$LAT_DUR" -c 1 -Q "$LAT_QPS" -t 2 -v 2>/dev/null |
-    awk '/^> / { print $NF * 1000 }' | sort -n |
-    awk '{ v[NR] = $1 } END { a = int(NR * 0.5); b = int(NR * 0.99); if (a < 1) a = 1; if (b < 1) b = 1; printf "%.3f %.3f", v[a], v[b] }'
+  "${CLI[@]}" dnsperf -s 127.0.0.1 -p "$1" -d "$2" -l "$LAT_DUR" -c 1 -Q "$LAT_QPS" -t 2 -v 2>/dev/null |
+    awk '/^> / { print $NF * 1000 }'
 }
+pct() { # samples file: "p50 p99"
+  sort -n "$1" | awk '{ v[NR] = $1 } END { a = int(NR * 0.5); b = int(NR * 0.99); if (a < 1) a = 1; if (b < 1) b = 1; printf "%.3f %.3f", v[a], v[b] }'
+}
+# Latency: LAT_ROUNDS rounds, each running every peer once in turn, so a
+# burst of load from other processes hits all peers alike; per peer the
+# samples of all rounds are pooled.
+latall() { # kind (c or u) file-for-peer-function
+  for peer in $PEERS; do : >"$WORK/lat-$1-$peer"; done
+  for ((r = 0; r < LAT_ROUNDS; r++)); do
+    for peer in $PEERS; do lat ${PORT[$peer]} "$($2 $peer $r)" >>"$WORK/lat-$1-$peer"; done
+  done
+  for peer in $PEERS; do read -r R[$peer.${1}p50] R[$peer.${1}p99] <<<"$(pct "$WORK/lat-$1-$peer")"; done
+}
+cachedfile() { echo "$WORK/cached.txt"; }
+uncachedfile() { echo "$WORK/uncached-lat-$1-$2.txt"; }
 mem() { awk -v k="$2:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 declare -A R PORT PID
@@ -137,20 +162,24 @@ for peer in $PEERS; do # warm the caches
   dnsperf -s 127.0.0.1 -p ${PORT[$peer]} -d "$WORK/cached.txt" -l 1 -c 1 -q 10 >/dev/null 2>&1
 done
 for peer in $PEERS; do R[$peer.cqps]=$(qps ${PORT[$peer]} "$WORK/cached.txt"); done
-for peer in $PEERS; do read -r R[$peer.cp50] R[$peer.cp99] <<<"$(lat ${PORT[$peer]} "$WORK/cached.txt")"; done
-for peer in $PEERS; do R[$peer.crss]=$(mem ${PID[$peer]} VmRSS); done
+latall c cachedfile
+for peer in $PEERS; do
+  R[$peer.crss]=$(mem ${PID[$peer]} VmRSS) R[$peer.canon]=$(mem ${PID[$peer]} RssAnon) R[$peer.cfile]=$(mem ${PID[$peer]} RssFile)
+done
 for peer in $PEERS; do R[$peer.uqps]=$(qps ${PORT[$peer]} "$WORK/uncached-$peer.txt"); done
-for peer in $PEERS; do read -r R[$peer.up50] R[$peer.up99] <<<"$(lat ${PORT[$peer]} "$WORK/uncached-lat-$peer.txt")"; done
+latall u uncachedfile
 for peer in $PEERS; do R[$peer.rss]=$(mem ${PID[$peer]} VmHWM) R[$peer.anon]=$(mem ${PID[$peer]} RssAnon); done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
-echo "DNS benchmark: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); throughput runs ${DUR}s with $OUTSTANDING outstanding; latency runs ${LAT_DUR}s at $LAT_QPS qps"
-printf "%-8s %10s %9s %9s %10s %9s %9s %9s %9s %9s\n" peer "cached" "c p50" "c p99" "uncached" "u p50" "u p99" "RSS" "peak" "peak"
-printf "%-8s %10s %9s %9s %10s %9s %9s %9s %9s %9s\n" "" "QPS" "ms" "ms" "QPS" "ms" "ms" "cached" "RSS MB" "anon MB"
+echo "DNS benchmark: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); throughput runs ${DUR}s with $OUTSTANDING outstanding; latency ${LAT_ROUNDS} interleaved rounds of ${LAT_DUR}s at $LAT_QPS qps; pinned: ${SRV[*]:-no} / ${CLI[*]:-no}"
+F="%-8s %10s %9s %9s %10s %9s %9s %9s %9s %9s %9s %9s\n"
+printf "$F" peer "cached" "c p50" "c p99" "uncached" "u p50" "u p99" "RSS" "anon" "file" "peak" "peak"
+printf "$F" "" "QPS" "ms" "ms" "QPS" "ms" "ms" "cached" "cached" "cached" "RSS MB" "anon MB"
 for peer in $PEERS; do
-  printf "%-8s %10s %9s %9s %10s %9s %9s %9s %9s %9s\n" $peer "${R[$peer.cqps]}" "${R[$peer.cp50]}" "${R[$peer.cp99]}" \
-    "${R[$peer.uqps]}" "${R[$peer.up50]}" "${R[$peer.up99]}" "${R[$peer.crss]}" "${R[$peer.rss]}" "${R[$peer.anon]}"
+  printf "$F" $peer "${R[$peer.cqps]}" "${R[$peer.cp50]}" "${R[$peer.cp99]}" \
+    "${R[$peer.uqps]}" "${R[$peer.up50]}" "${R[$peer.up99]}" "${R[$peer.crss]}" "${R[$peer.canon]}" "${R[$peer.cfile]}" \
+    "${R[$peer.rss]}" "${R[$peer.anon]}"
 done
 echo
 for peer in dnsmasq unbound; do
