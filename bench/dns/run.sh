@@ -3,8 +3,9 @@
 # all forwarding to the same local upstream (bench/dns/upstream on
 # 127.0.0.77:5300), so no query ever reaches the machine's own resolver.
 #
-#   bench/dns/run.sh            # ~25 s per peer, ~2 min in all
-#   DUR=10 LAT_DUR=5 bench/dns/run.sh
+#   bench/dns/run.sh            # ~3-4 min in all
+#   DUR=10 LAT_DUR=5 LAT_ROUNDS=5 bench/dns/run.sh
+#   PIN=0 bench/dns/run.sh      # no CPU pinning (default: servers on CPU 0, dnsperf on CPU 1)
 #
 # Per peer: cached QPS (100 names, caches warmed), cached p50/p99 latency at
 # a fixed rate, RSS after the cached runs, uncached QPS (every name unique),
