@@ -107,6 +107,7 @@ type Writer struct {
 	prev string
 	now  func() time.Time
 	err  error
+	buf  []byte // reused line buffer, under mu
 	// OnWrite, if set, is called with each line written (without newline), under the lock.
 	OnWrite func(line []byte)
 }
@@ -128,12 +129,13 @@ func (w *Writer) Emit(e *Event) {
 	}
 	e.TS = e.TS.UTC()
 	e.Prev = w.prev
-	line, err := json.Marshal(e)
+	line, err := appendEvent(w.buf[:0], e)
 	if err != nil {
 		w.err = err
 		return
 	}
 	line = append(line, '\n')
+	w.buf = keepBuf(line)
 	if _, err := w.w.Write(line); err != nil {
 		w.err = err
 		return
@@ -156,6 +158,14 @@ func (w *Writer) Prev() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.prev
+}
+
+// keepBuf returns b for reuse, unless it grew past what one burst needs.
+func keepBuf(b []byte) []byte {
+	if cap(b) > 1<<20 {
+		return nil
+	}
+	return b[:0]
 }
 
 // HashLine is the chain hash of one line (without its newline).

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -52,6 +51,7 @@ type Rotating struct {
 	size      int64
 	prev      string
 	err       error
+	buf       []byte // reused line buffer
 }
 
 // ErrBrokenChain is wrapped by OpenRotating when the newest file does not
@@ -192,12 +192,13 @@ func (r *Rotating) Emit(e *Event) {
 	}
 	e.TS = e.TS.UTC()
 	e.Prev = r.prev
-	line, err := json.Marshal(e)
+	line, err := appendEvent(r.buf[:0], e)
 	if err != nil {
 		r.setErr(err)
 		return
 	}
 	line = append(line, '\n')
+	r.buf = keepBuf(line)
 	if r.size > 0 && r.size+int64(len(line)) > r.maxSize {
 		if err := r.create(); err != nil {
 			r.setErr(err) // keep writing to the full file rather than lose events

@@ -25,7 +25,6 @@ import (
 	"github.com/cagent-dev/cagent/credential"
 	"github.com/cagent-dev/cagent/policy"
 	"github.com/cagent-dev/cagent/policywatch"
-	"github.com/cagent-dev/cagent/proxy"
 	"github.com/cagent-dev/cagent/sandbox"
 	"github.com/cagent-dev/cagent/secretstore"
 )
@@ -89,7 +88,7 @@ type Daemon struct {
 	sink    audit.Sink
 	// traffic queues the proxy's and DNS filter's events so that encoding
 	// and writing them happens off the request path; closed after both stop.
-	traffic *proxy.AuditQueue
+	traffic *audit.Queue
 	secrets *secretstore.Store
 	admin   *adminui.Server
 	started time.Time
@@ -150,7 +149,7 @@ func New(cfg Config) (*Daemon, error) {
 		d.files.Close()
 		return nil, err
 	}
-	d.traffic = proxy.NewAuditQueue(d.sink)
+	d.traffic = audit.NewQueue(d.sink, nil)
 	return d, nil
 }
 

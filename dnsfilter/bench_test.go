@@ -1,6 +1,7 @@
 package dnsfilter
 
 import (
+	"github.com/cagent-dev/cagent/audit"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -19,10 +20,12 @@ dns:
 domains:
   - domain: allowed.test
 `)
-	sink, err := openBatchFile(filepath.Join(b.TempDir(), "dns.jsonl"), nil)
+	fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "dns.jsonl"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer fs.Close()
+	sink := audit.NewQueue(fs, nil)
 	defer sink.Close()
 	f, err := New(Config{Policy: p, Upstreams: []netip.AddrPort{up.addr}, Audit: sink})
 	if err != nil {
@@ -56,10 +59,12 @@ dns:
 domains:
   - domain: allowed.test
 `)
-	sink, err := openBatchFile(filepath.Join(b.TempDir(), "dns.jsonl"), nil)
+	fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "dns.jsonl"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer fs.Close()
+	sink := audit.NewQueue(fs, nil)
 	defer sink.Close()
 	f, err := New(Config{Policy: p, Upstreams: []netip.AddrPort{up.addr}, Audit: sink})
 	if err != nil {

@@ -169,8 +169,8 @@ func (f *Filter) fast(client netip.Addr, clientKey string, wire, key, out []byte
 	ev := t.ev
 	ev.TS = now
 	ev.Client = clientKey
-	if bs, ok := f.sink.(*batchSink); ok {
-		bs.ch <- ev // by value: no allocation
+	if q, ok := f.sink.(*audit.Queue); ok {
+		q.Emit(&ev) // copies ev: no allocation
 	} else {
 		e := ev
 		f.sink.Emit(&e)

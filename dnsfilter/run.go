@@ -253,11 +253,11 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
 
 // openAudit opens the audit sink: a hash-chained file, or stdout for "-";
 // with --log-format json, events also go to stdout. Events are written in
-// batches by one goroutine (see batchSink).
+// batches by one goroutine (audit.Queue).
 func openAudit(rc RunConfig, onErr func(error)) (audit.Sink, func(), string, error) {
 	if rc.AuditLog == "-" {
-		s := newBatchSink(rc.Stdout, "", onErr)
-		return s, func() { s.Close() }, "-", nil
+		q := audit.NewQueue(audit.NewWriter(rc.Stdout, "", nil), onErr)
+		return q, func() { q.Close() }, "-", nil
 	}
 	path := rc.AuditLog
 	if path == "" {
@@ -266,13 +266,14 @@ func openAudit(rc RunConfig, onErr func(error)) (audit.Sink, func(), string, err
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, "", fmt.Errorf("audit dir: %w", err)
 	}
-	fs, err := openBatchFile(path, onErr)
+	fs, err := audit.OpenFile(path) // verifies the existing chain
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if rc.LogFormat != "json" {
-		return fs, func() { fs.Close() }, path, nil
+	var sink audit.Sink = fs
+	if rc.LogFormat == "json" {
+		sink = audit.Multi(fs, audit.NewWriter(rc.Stdout, "", nil))
 	}
-	so := newBatchSink(rc.Stdout, "", onErr)
-	return audit.Multi(fs, so), func() { fs.Close(); so.Close() }, path, nil
+	q := audit.NewQueue(sink, onErr)
+	return q, func() { q.Close(); fs.Close() }, path, nil
 }

@@ -3,7 +3,6 @@ package dnsfilter
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -202,75 +201,6 @@ func TestRunConfigErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestBatchSink(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a.jsonl")
-	for round := 0; round < 2; round++ { // the second round resumes the chain
-		s, err := openBatchFile(path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		for g := 0; g < 4; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; i < 500; i++ {
-					s.Emit(&audit.Event{Type: audit.TypeDNS, QName: "x.test"})
-				}
-			}()
-		}
-		wg.Wait()
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	res, err := audit.Verify(f, "")
-	if err != nil || res.Broken != nil || res.Lines != 4000 {
-		t.Fatalf("%+v %v", res, err)
-	}
-}
-
-func TestAppendEventMatchesMarshal(t *testing.T) {
-	ts := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
-	for _, e := range []audit.Event{
-		{TS: ts, Type: "dns", Prev: ""},
-		{TS: ts.Truncate(time.Second), Type: "dns", Agent: "a", Decision: "deny", Reason: `label "x<y>&z" \ 	tab` + "\x01\u2028\xff\u00e9", Rule: "r",
-			Error: "e", Client: "127.0.0.1", QName: "a\\000b.test", QType: "A", RCode: "NXDOMAIN", Answer: []string{"A 1.2.3.4", "CNAME x"}, Action: "act", Prev: "abc"},
-		{TS: ts, Type: "dns", Detail: map[string]string{"k": "v"}, Prev: "p"},
-		{TS: ts, Type: "http", Method: "GET", Port: 443, Prev: "p"},
-	} {
-		want, err := json.Marshal(&e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := appendEvent(nil, &e)
-		if err != nil || string(got) != string(want) {
-			t.Errorf("appendEvent:\n got %s\nwant %s", got, want)
-		}
-	}
-}
-
-func FuzzAppendEvent(f *testing.F) {
-	f.Add("reason", "a.test", "A 1.2.3.4", int64(0))
-	f.Add("\xff<>&\u2028\"\\\x00", "q\\000.test", "", int64(1<<40))
-	f.Fuzz(func(t *testing.T, reason, qname, answer string, ns int64) {
-		e := audit.Event{TS: time.Unix(0, ns).UTC(), Type: "dns", Reason: reason, QName: qname, Prev: "x"}
-		if answer != "" {
-			e.Answer = []string{answer, reason}
-		}
-		want, _ := json.Marshal(&e)
-		got, err := appendEvent(nil, &e)
-		if err != nil || string(got) != string(want) {
-			t.Fatalf("got %s\nwant %s", got, want)
-		}
-	})
 }
 
 func TestRunAuditToStdout(t *testing.T) {

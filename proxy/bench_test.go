@@ -145,7 +145,7 @@ func BenchmarkAuditSink(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer fs.Close()
-		q := NewAuditQueue(fs)
+		q := audit.NewQueue(fs, nil)
 		run(b, q)
 		q.Close() // inside the timing: every event is written
 	})

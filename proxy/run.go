@@ -166,11 +166,13 @@ func Run(ctx context.Context, rc RunConfig) error {
 	defer fileSink.Close()
 	// Events are encoded and written off the request path, in batches;
 	// the queues are closed (drained) before the file.
-	var sinks batchMulti = []audit.Sink{fileSink}
+	var sinks audit.Sink = fileSink
 	if rc.LogFormat == "json" {
-		sinks = append(sinks, audit.NewWriter(rc.Stdout, "", nil))
+		sinks = audit.Multi(fileSink, audit.NewWriter(rc.Stdout, "", nil))
 	}
-	sink := NewAuditQueue(sinks)
+	sink := audit.NewQueue(sinks, func(err error) {
+		logger.Error("audit log write failed", "err", err)
+	})
 	defer sink.Close()
 
 	reg := prometheus.NewRegistry()

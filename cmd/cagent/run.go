@@ -131,8 +131,13 @@ func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 		return 0, fmt.Errorf("audit log: %w", err)
 	}
 	defer sink.Close()
+	// One queue for the sandbox's, proxy's and DNS filter's events: they
+	// are encoded and written off the request path, in emit order, and
+	// drained (deferred after sink.Close, so first) when the run ends.
+	q := audit.NewQueue(sink, func(err error) { log.Error("audit log write failed", "err", err) })
+	defer q.Close()
 
-	cfg.Audit = sink
+	cfg.Audit = q
 	// The proxy keeps its CA and byte budgets per agent, under
 	// <state-dir>/agents/NAME; a proxy locks its budget file, so two runs
 	// of one --agent cannot overlap. A run without --agent is its own
@@ -140,14 +145,14 @@ func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 	var ephemeral string
 	cfg.NewServices = func(g sandbox.Gateway) (*sandbox.Services, error) {
 		if fl.agent != "" {
-			return newGatewayServices(pol, filepath.Join(fl.stateDir, "agents", fl.agent), upstreams, g, sink, log)
+			return newGatewayServices(pol, filepath.Join(fl.stateDir, "agents", fl.agent), upstreams, g, q, log)
 		}
 		dir, err := ephemeralDir(fl.stateDir, g.ID)
 		if err != nil {
 			return nil, err
 		}
 		ephemeral = dir
-		return newGatewayServices(pol, dir, upstreams, g, sink, log)
+		return newGatewayServices(pol, dir, upstreams, g, q, log)
 	}
 	defer func() {
 		if ephemeral != "" {
