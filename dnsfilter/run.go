@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,15 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/internal/service"
 	"github.com/cagent-dev/cagent/policy"
-	"github.com/cagent-dev/cagent/policywatch"
 )
 
 // Defaults of `cagent dns`.
@@ -106,45 +99,34 @@ func Run(ctx context.Context, rc RunConfig) error {
 	if err != nil {
 		return err
 	}
-	var logger *slog.Logger
-	if rc.LogFormat == "json" {
-		logger = slog.New(slog.NewJSONHandler(rc.Stderr, nil))
-	} else {
-		logger = slog.New(slog.NewTextHandler(rc.Stderr, nil))
-	}
+	logger := service.Logger(rc.LogFormat, rc.Stderr)
 
-	sink, closeSink, auditPath, err := openAudit(rc, func(err error) {
+	sink, err := openAudit(rc, func(err error) {
 		logger.Error("dns: audit log write failed; events are being lost", "err", err)
 	})
 	if err != nil {
 		return err
 	}
-	defer closeSink()
+	defer sink.Close()
+	auditPath := sink.Path()
 
 	var flt atomic.Pointer[Filter]
-	w, err := policywatch.Watch(ctx, rc.ConfigPath, logger, func(p *policy.Policy) {
+	w, err := service.WatchPolicy(ctx, rc.ConfigPath, logger, func(p *policy.Policy) {
 		if f := flt.Load(); f != nil {
 			f.SetPolicy(p)
 		}
 	})
 	if err != nil {
-		var perrs policy.Errors
-		if errors.As(err, &perrs) {
-			for _, e := range perrs {
-				logger.Error("invalid policy", "err", e.Error())
-			}
-		}
-		return fmt.Errorf("policy %s: %w", rc.ConfigPath, err)
+		return err
 	}
 	defer w.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := service.NewRegistry()
 	f, err := New(Config{
 		Policy:     w.Current(),
 		Upstreams:  ups,
 		Gateway:    gw,
-		Audit:      sink,
+		Audit:      sink.Queue, // the concrete queue: the fast path emits without allocating
 		Logger:     logger,
 		Agent:      rc.Agent,
 		Metrics:    reg,
@@ -173,23 +155,9 @@ func Run(ctx context.Context, rc RunConfig) error {
 		rc.OnListen("tcp", ln.Addr())
 		rc.OnListen("admin", aln.Addr())
 	}
-	var ready atomic.Bool
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, r *http.Request) {
-		if !ready.Load() {
-			http.Error(rw, "not serving yet", http.StatusServiceUnavailable)
-			return
-		}
-		if err := w.LastError(); err != nil {
-			// Still serving with the last good policy: ready, but say so.
-			fmt.Fprintf(rw, "ready (last policy reload failed: %v)\n", err)
-			return
-		}
-		io.WriteString(rw, "ready\n")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ready := service.NewFlag("not serving yet")
+	// Still serving with the last good policy after a failed reload: ready, but say so.
+	admin := service.NewAdmin(service.AdminConfig{Metrics: reg, Ready: ready.Err, LastReload: w.LastError})
 
 	errc := make(chan error, 3)
 	go func() { errc <- f.ServeUDP(pc) }()
@@ -201,7 +169,7 @@ func Run(ctx context.Context, rc RunConfig) error {
 		}
 		errc <- nil
 	}()
-	ready.Store(true)
+	ready.Set(true)
 	logger.Info("dns filter started", "listen", rc.Listen, "admin", aln.Addr().String(), "upstreams", f.state.Load().upstreams,
 		"answer", w.Current().DNS.Answer, "audit_log", auditPath)
 	// Start-up is over: give back what only it needed (see trimStartup).
@@ -212,7 +180,7 @@ func Run(ctx context.Context, rc RunConfig) error {
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
-	ready.Store(false)
+	ready.Set(false)
 	admin.Close()
 	if err := f.Close(); err != nil && runErr == nil {
 		runErr = err
@@ -254,26 +222,15 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
 // openAudit opens the audit sink: a hash-chained file, or stdout for "-";
 // with --log-format json, events also go to stdout. Events are written in
 // batches by one goroutine (audit.Queue).
-func openAudit(rc RunConfig, onErr func(error)) (audit.Sink, func(), string, error) {
-	if rc.AuditLog == "-" {
-		q := audit.NewQueue(audit.NewWriter(rc.Stdout, "", nil), onErr)
-		return q, func() { q.Close() }, "-", nil
-	}
+func openAudit(rc RunConfig, onErr func(error)) (*service.Audit, error) {
 	path := rc.AuditLog
 	if path == "" {
 		path = filepath.Join(rc.StateDir, "audit", "dns.jsonl")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, "", fmt.Errorf("audit dir: %w", err)
+	if path != "-" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("audit dir: %w", err)
+		}
 	}
-	fs, err := audit.OpenFile(path) // verifies the existing chain
-	if err != nil {
-		return nil, nil, "", err
-	}
-	var sink audit.Sink = fs
-	if rc.LogFormat == "json" {
-		sink = audit.Multi(fs, audit.NewWriter(rc.Stdout, "", nil))
-	}
-	q := audit.NewQueue(sink, onErr)
-	return q, func() { q.Close(); fs.Close() }, path, nil
+	return service.OpenAudit(service.AuditConfig{File: path, DashIsStdout: true, JSON: rc.LogFormat == "json", Stdout: rc.Stdout, OnError: onErr})
 }

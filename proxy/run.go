@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,16 +12,11 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync/atomic"
-	"time"
 
-	"github.com/cagent-dev/cagent/audit"
 	"github.com/cagent-dev/cagent/credential"
+	"github.com/cagent-dev/cagent/internal/service"
 	"github.com/cagent-dev/cagent/policy"
-	"github.com/cagent-dev/cagent/policywatch"
 	"github.com/cagent-dev/cagent/secretstore"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // RunConfig is what `cagent proxy` runs.
@@ -100,12 +94,7 @@ func Run(ctx context.Context, rc RunConfig) error {
 	// One line per request: written by one goroutine, many lines per write.
 	logOut := newAsyncWriter(rc.Stderr)
 	defer logOut.Close()
-	var logger *slog.Logger
-	if rc.LogFormat == "json" {
-		logger = slog.New(slog.NewJSONHandler(logOut, nil))
-	} else {
-		logger = slog.New(slog.NewTextHandler(logOut, nil))
-	}
+	logger := service.Logger(rc.LogFormat, logOut)
 	if err := os.MkdirAll(rc.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -120,67 +109,43 @@ func Run(ctx context.Context, rc RunConfig) error {
 	}
 
 	var px atomic.Pointer[Proxy]
-	var rot atomic.Pointer[audit.Rotating]
-	w, err := policywatch.Watch(ctx, rc.ConfigPath, logger, func(pol *policy.Policy) {
-		if r := rot.Load(); r != nil {
-			r.SetLimits(int64(pol.Audit.MaxSize), pol.Audit.Retention.D())
+	var aud atomic.Pointer[service.Audit]
+	w, err := service.WatchPolicy(ctx, rc.ConfigPath, logger, func(pol *policy.Policy) {
+		if a := aud.Load(); a != nil {
+			a.SetLimits(pol)
 		}
 		if p := px.Load(); p != nil {
 			p.SetPolicy(pol)
 		}
 	})
 	if err != nil {
-		var perrs policy.Errors
-		if errors.As(err, &perrs) {
-			for _, e := range perrs {
-				logger.Error("invalid policy", "err", e.Error())
-			}
-		}
-		return fmt.Errorf("policy %s: %w", rc.ConfigPath, err)
+		return err
 	}
 	defer w.Close()
 
 	// Audit: one file with --audit-log, else rotating files under
 	// <state-dir>/audit sized and kept as the policy's audit section says.
-	var fileSink interface {
-		audit.Sink
-		Close() error
-	}
-	auditPath := rc.AuditLog
-	if auditPath != "" {
-		fs, err := audit.OpenFile(auditPath)
-		if err != nil {
-			return err
-		}
-		fileSink = fs
-	} else {
-		pol := w.Current()
-		auditPath = filepath.Join(rc.StateDir, "audit")
-		r, err := audit.OpenRotating(audit.RotatingConfig{Dir: auditPath, MaxSize: int64(pol.Audit.MaxSize), Retention: pol.Audit.Retention.D()})
-		if err != nil {
-			return err
-		}
-		rot.Store(r)
-		fileSink = r
-	}
-	defer fileSink.Close()
-	// Events are encoded and written off the request path, in batches;
-	// the queues are closed (drained) before the file.
-	var sinks audit.Sink = fileSink
-	if rc.LogFormat == "json" {
-		sinks = audit.Multi(fileSink, audit.NewWriter(rc.Stdout, "", nil))
-	}
-	sink := audit.NewQueue(sinks, func(err error) {
-		logger.Error("audit log write failed", "err", err)
+	// Events are encoded and written off the request path, in batches.
+	pol := w.Current()
+	sink, err := service.OpenAudit(service.AuditConfig{
+		File: rc.AuditLog, Dir: filepath.Join(rc.StateDir, "audit"),
+		MaxSize: int64(pol.Audit.MaxSize), Retention: pol.Audit.Retention.D(),
+		JSON: rc.LogFormat == "json", Stdout: rc.Stdout,
+		OnError: func(err error) { logger.Error("audit log write failed", "err", err) },
 	})
+	if err != nil {
+		return err
+	}
 	defer sink.Close()
+	aud.Store(sink)
+	sink.SetLimits(w.Current()) // a reload between Current and Store is not lost
+	auditPath := sink.Path()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := service.NewRegistry()
 	p, err := New(Config{
 		Policy:    w.Current(),
 		StateDir:  rc.StateDir,
-		Audit:     sink,
+		Audit:     sink.Queue,
 		Logger:    logger,
 		Agent:     rc.Agent,
 		Upstreams: rc.Upstreams,
@@ -205,17 +170,9 @@ func Run(ctx context.Context, rc RunConfig) error {
 	if rc.TransparentTLS != "" {
 		ls = append(ls, listener{"transparent-tls", rc.TransparentTLS, p.ServeTransparentTLS})
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := p.Ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// /readyz does not report failed reloads (LastReload): unchanged from
+	// before the scaffolding was shared.
+	admin := service.NewAdmin(service.AdminConfig{Metrics: reg, Ready: p.Ready})
 
 	errc := make(chan error, len(ls)+1)
 	var opened []net.Listener
