@@ -28,7 +28,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"sync"
 	"time"
@@ -45,14 +44,29 @@ const (
 	aadPrefix = "cagent-secret-v1\x00"
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+// validName reports whether name is 1 to 128 of [A-Za-z0-9_.-]. A loop,
+// not a regexp: compiling `{1,128}` at init cost every cagent command
+// ~0.4 ms and 1,700 allocations (GODEBUG=inittrace=1).
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > 128 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ErrNotFound is wrapped when a secret does not exist.
 var ErrNotFound = errors.New("no such secret")
 
 // ValidName reports an error unless name is 1-128 of [A-Za-z0-9_.-].
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
+	if !validName(name) {
 		return fmt.Errorf("secretstore: invalid secret name %q: use 1 to 128 of A-Z a-z 0-9 _ . -", name)
 	}
 	return nil
@@ -239,7 +253,7 @@ func decode(data []byte) (map[string]sealed, error) {
 		return nil, fmt.Errorf("unsupported version %d", f.Version)
 	}
 	for name := range f.Secrets {
-		if !nameRE.MatchString(name) {
+		if !validName(name) {
 			return nil, fmt.Errorf("invalid secret name %q", name)
 		}
 	}
