@@ -215,24 +215,45 @@ func TestBrowserMainFlow(t *testing.T) {
 	shot := func(name string) {
 		t.Helper()
 		time.Sleep(300 * time.Millisecond)
-		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		// Its own deadline: a screenshot after a timed-out step must not
+		// hide that step's error.
+		sctx, cancel := context.WithTimeout(bctx, 20*time.Second)
+		defer cancel()
+		buf, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
 		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
+			t.Errorf("screenshot %s: %v", name, err)
+			return
 		}
 		os.WriteFile(filepath.Join(shots, "controlui-"+name+".png"), buf, 0o644)
 	}
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, steps...); err != nil {
+			t.Errorf("%s: %v", what, err)
 			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
-			t.Fatalf("%s: %v", what, err)
+			t.FailNow()
 		}
 	}
 	waitJS := func(what, expr string, d time.Duration) {
 		t.Helper()
-		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(d))); err != nil {
-			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
-			t.Fatalf("waiting for %s: %v", what, err)
+		// Polled from here, each evaluation with its own deadline: the
+		// pages re-render while we wait.
+		deadline := time.Now().Add(d)
+		for {
+			ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ok, err := chromedp.Run(ectx, chromedp.Evaluate[bool](expr))
+			cancel()
+			if err == nil && ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("waiting for %s: last result %v, %v", what, ok, err)
+				shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+				t.FailNow()
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	value := func(sel string) string {
@@ -242,6 +263,12 @@ func TestBrowserMainFlow(t *testing.T) {
 			t.Fatalf("value of %s: %v", sel, err)
 		}
 		return v
+	}
+	// jsClick clicks in the page itself: the Agents and Logs pages
+	// re-render every 5 s, and a node replaced between chromedp's query and
+	// its click would be waited for forever.
+	jsClick := func(sel string) chromedp.Action[chromedp.Void] {
+		return chromedp.Evaluate[chromedp.Void](`document.querySelector(` + "`" + sel + "`" + `).click()`)
 	}
 	login := func(tok string) {
 		do("login", chromedp.WaitVisible(chromedp.ID("token")), chromedp.SetValue(chromedp.ID("token"), tok), chromedp.Click(chromedp.ID("login")), chromedp.WaitVisible(chromedp.ID("logout")))
@@ -271,7 +298,7 @@ func TestBrowserMainFlow(t *testing.T) {
 	// Admin: register an agent, start its data plane.
 	login(admin)
 	do("agents", chromedp.Navigate(url+"/#/agents"), chromedp.WaitVisible(chromedp.ID("agent-name")),
-		chromedp.SetValue(chromedp.ID("agent-name"), "box-1"), chromedp.Click(chromedp.ID("agent-create")), chromedp.WaitVisible(chromedp.ID("once-value")))
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#agent-name').value = 'box-1'`), jsClick(`#agent-create`), chromedp.WaitVisible(chromedp.ID("once-value")))
 	agentTok := value("#once-value")
 	do("close agent token", chromedp.Click(chromedp.ID("once-close")))
 	d, in := connectedDataPlane(t, url, agentTok)
@@ -304,6 +331,21 @@ func TestBrowserMainFlow(t *testing.T) {
 		t.Fatal("the request did not reach the fake internet")
 	}
 
+	// Edit the entry: a denied path, enforced as well.
+	do("edit policy", chromedp.Click(chromedp.CSS(`[data-edit="web.test"]`)),
+		chromedp.SetValue(chromedp.ID("policy-entry"), `{"allow_private": true, "denied_paths": ["/blocked*"]}`),
+		chromedp.Click(chromedp.ID("policy-create")))
+	waitJS("edited policy listed", `document.querySelector('#policies').textContent.includes('/blocked*')`, 10*time.Second)
+	deadline = time.Now().Add(10 * time.Second)
+	for curl(t, d, "http://web.test/blocked-path") != "403" {
+		if time.Now().After(deadline) {
+			t.Fatal("the edited policy is not enforced")
+		}
+	}
+	if got := curl(t, d, "http://web.test/still-allowed"); got != "200" {
+		t.Fatalf("after the edit: %s", got)
+	}
+
 	// A secret: write-only.
 	do("secrets", chromedp.Navigate(url+"/#/secrets"), chromedp.WaitVisible(chromedp.ID("secret-name")),
 		chromedp.SetValue(chromedp.ID("secret-name"), "web-key"), chromedp.SetValue(chromedp.ID("secret-value"), "sk-UI-CANARY"),
@@ -317,14 +359,14 @@ func TestBrowserMainFlow(t *testing.T) {
 	waitJS("event times", `[...document.querySelectorAll('tr.log-row td:first-child')].every(td => td.textContent.startsWith('20'))`, 5*time.Second)
 	waitJS("top domains", `[...document.querySelectorAll('#top-domains td')].some(td => td.textContent === 'web.test')`, 5*time.Second)
 	shot("logs")
-	do("filter deny", chromedp.SetValue(chromedp.ID("logs-decision"), "deny"), chromedp.Evaluate[chromedp.Void](`document.querySelector('#logs-decision').dispatchEvent(new Event('change'))`))
+	do("filter deny", chromedp.Evaluate[chromedp.Void](`(() => { const s = document.querySelector('#logs-decision'); s.value = 'deny'; s.dispatchEvent(new Event('change')); })()`))
 	waitJS("filtered", `[...document.querySelectorAll('tr.log-row')].length > 0 && [...document.querySelectorAll('tr.log-row')].every(r => r.textContent.includes('deny'))`, 10*time.Second)
 
 	// A restart from the agents page, reported back.
 	do("agents again", chromedp.Navigate(url+"/#/agents"), chromedp.WaitVisible(chromedp.CSS(`[data-cmd="box-1:restart"]`)),
-		chromedp.Click(chromedp.CSS(`[data-cmd="box-1:restart"]`)))
+		jsClick(`[data-cmd="box-1:restart"]`))
 	waitJS("command sent", `[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('restart sent'))`, 10*time.Second)
-	do("history", chromedp.Click(chromedp.CSS(`[data-history="box-1"]`)), chromedp.WaitVisible(chromedp.ID("command-list")))
+	do("history", jsClick(`[data-history="box-1"]`), chromedp.WaitVisible(chromedp.ID("command-list")))
 	// The page refreshes every 5 s, the command list with it.
 	waitJS("restart succeeded", `[...document.querySelectorAll('#command-list .badge')].some(b => b.textContent === 'succeeded')`, 90*time.Second)
 	shot("commands")

@@ -418,6 +418,8 @@ async function policiesPage(main: HTMLElement) {
   const scope = h("select", { id: "policy-scope" }, h("option", { value: "" }, "tenant-wide"), agents.items.map((a: any) => h("option", { value: a.id }, `agent ${a.name}`))) as HTMLSelectElement;
   const advanced = h("textarea", { id: "policy-entry", rows: 5, style: "width:100%", placeholder: '{"allowed_paths": ["/v1/*"], "rate_limit": {"requests_per_minute": 60}, "credential": {"header": "Authorization", "format": "Bearer {value}", "secret": "openai"}}' }) as HTMLTextAreaElement;
   const errs = h("div", { class: "errors", id: "policy-errors" });
+  let editing: any = null; // the policy being edited, or null for a new one
+  const save = h("button", { id: "policy-create", class: "primary" }, "Add policy") as HTMLButtonElement;
   const create = async () => {
     let entry: any = {};
     try {
@@ -428,12 +430,25 @@ async function policiesPage(main: HTMLElement) {
     }
     entry.domain = domain.value.trim();
     try {
-      await api("POST", T("/policies"), { agent_id: scope.value, entry });
+      if (editing) await api("PUT", T(`/policies/${editing.id}`), { entry, enabled: editing.enabled });
+      else await api("POST", T("/policies"), { agent_id: scope.value, entry });
       toast("policy saved; connected data planes apply it within a second");
       route();
     } catch (e: any) {
       fill(errs, e.message);
     }
+  };
+  save.addEventListener("click", create);
+  const edit = (p: any) => {
+    editing = p;
+    domain.value = p.domain;
+    scope.value = p.agent_id || "";
+    scope.disabled = true; // an entry cannot move to another scope
+    const rest = Object.fromEntries(Object.entries(p.entry).filter(([k]) => k !== "domain"));
+    advanced.value = Object.keys(rest).length ? JSON.stringify(rest, null, 2) : "";
+    fill(save, `Save ${p.domain}`);
+    fill(errs);
+    domain.focus();
   };
   const toggle = async (p: any) => {
     await api("PUT", T(`/policies/${p.id}`), { entry: p.entry, enabled: !p.enabled }).catch(fail);
@@ -443,7 +458,7 @@ async function policiesPage(main: HTMLElement) {
     main,
     canAdmin
       ? h("div", { class: "card" }, h("h2", {}, "Add a domain policy"), h("div", { class: "row" }, domain, scope), h("p", { class: "dim" }, "Other fields of the domains[] entry, as JSON (optional):"), advanced, errs,
-          h("button", { id: "policy-create", class: "primary", onclick: create }, "Add policy"))
+          save)
       : null,
     listCard({
       id: "policies",
@@ -457,7 +472,7 @@ async function policiesPage(main: HTMLElement) {
         p.agent_id ? `agent ${agentName[p.agent_id] || p.agent_id}` : "tenant-wide",
         h("code", { class: "dim" }, JSON.stringify(Object.fromEntries(Object.entries(p.entry).filter(([k]) => k !== "domain")))),
         h("span", { class: "badge " + (p.enabled ? "ok" : "stopped") }, p.enabled ? "enabled" : "disabled"),
-        canAdmin ? h("span", { class: "row" }, h("button", { onclick: () => toggle(p) }, p.enabled ? "disable" : "enable"),
+        canAdmin ? h("span", { class: "row" }, h("button", { "data-edit": p.domain, onclick: () => edit(p) }, "edit"), h("button", { onclick: () => toggle(p) }, p.enabled ? "disable" : "enable"),
           h("button", { class: "danger", onclick: async () => {
             if (!(await confirmModal("Delete policy", `Delete the policy for ${p.domain}?`, "Delete"))) return;
             await api("DELETE", T(`/policies/${p.id}`)).catch(fail);
