@@ -25,13 +25,18 @@ type GCConfig struct {
 	All                 bool
 	RuncPath, RunscPath string // default: looked up in PATH
 	Logger              *slog.Logger
+	// Shm is where one-off runs keep their agent directory (default /dev/shm).
+	Shm string
+	// OnDirRemoved, if set, is called with each one-off agent directory removed.
+	OnDirRemoved func(dir string)
 }
 
 // GC removes what crashed runs left behind: for every lease under the state
 // directory whose process is gone, the container (runc and runsc state), the
 // host nftables table, the veth, the network namespace, the bundle and the
-// lease itself. Leases of live runs are left alone. It returns the IDs of
-// the sandboxes it removed.
+// lease itself; then the one-off agent directories (see OneOffDir) that
+// belong to no live run. Leases of live runs are left alone. It returns the
+// IDs of the sandboxes it removed.
 func GC(ctx context.Context, c GCConfig) ([]string, error) {
 	if c.StateDir == "" {
 		c.StateDir = "/var/lib/cagent"
@@ -89,6 +94,20 @@ func GC(ctx context.Context, c GCConfig) ([]string, error) {
 		c.Logger.Info("removed leftovers of a crashed run", "id", l.ID, "pid", l.PID)
 		removed = append(removed, l.ID)
 	}
+	// The one-off agent directories (CA, byte budget) of runs killed before
+	// they could remove them. After the leases above: a crashed run's
+	// lease is gone by now, so its directory goes too.
+	if c.Shm == "" {
+		c.Shm = "/dev/shm"
+	}
+	dirs, err := gcOneOffDirs(c.Shm, c.StateDir, c.All, func(id string) bool { return liveLease(c.StateDir, id) })
+	for _, d := range dirs {
+		c.Logger.Info("removed the one-off agent directory of a crashed run", "dir", d)
+		if c.OnDirRemoved != nil {
+			c.OnDirRemoved(d)
+		}
+	}
+	errs = append(errs, err)
 	return removed, errors.Join(errs...)
 }
 

@@ -18,13 +18,15 @@ func newGCCmd() *cobra.Command {
 		Short: "Remove what crashed sandbox runs left behind",
 		Long: `Remove the network namespaces, veths, nftables tables, container state,
 bundles and subnet leases of sandboxes whose cagent process is gone (a crash
-or SIGKILL). Sandboxes of live runs are left alone. With --all, crashed runs
+or SIGKILL), and the one-off agent directories (/dev/shm/cagent-sandbox-*)
+of such runs. Sandboxes of live runs are left alone. With --all, crashed runs
 of every state directory are found through the host-wide registry in
 /run/cagent/leases. Needs root.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			ids, err := sandbox.GC(cmd.Context(), sandbox.GCConfig{StateDir: stateDir, All: all, Logger: log})
+			ids, err := sandbox.GC(cmd.Context(), sandbox.GCConfig{StateDir: stateDir, All: all, Logger: log,
+				OnDirRemoved: func(dir string) { fmt.Fprintln(cmd.OutOrStdout(), "removed directory", dir) }})
 			for _, id := range ids {
 				fmt.Fprintln(cmd.OutOrStdout(), "removed sandbox", id)
 			}

@@ -143,20 +143,24 @@ func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
 	// of one --agent cannot overlap. A run without --agent is its own
 	// agent (named after its sandbox) and its directory goes with it.
 	var ephemeral string
+	var unlockEphemeral func()
 	cfg.NewServices = func(g sandbox.Gateway) (*sandbox.Services, error) {
 		if fl.agent != "" {
 			return newGatewayServices(pol, filepath.Join(fl.stateDir, "agents", fl.agent), upstreams, g, q, log)
 		}
-		dir, err := ephemeralDir(fl.stateDir, g.ID)
+		// Locked while the run may use it, so that `cagent gc` removes it
+		// only once the run is gone (even after a SIGKILL).
+		dir, release, err := sandbox.OneOffDir("", fl.stateDir, g.ID)
 		if err != nil {
 			return nil, err
 		}
-		ephemeral = dir
+		ephemeral, unlockEphemeral = dir, release
 		return newGatewayServices(pol, dir, upstreams, g, q, log)
 	}
 	defer func() {
 		if ephemeral != "" {
 			os.RemoveAll(ephemeral)
+			unlockEphemeral()
 		}
 	}()
 	if stdinIsTTY(os.Stdin) {
@@ -189,22 +193,6 @@ func newGatewayServices(pol *policy.Policy, proxyDir string, upstreams []netip.A
 		return nil, err
 	}
 	return &sandbox.Services{Proxy: p, DNS: d}, nil
-}
-
-// ephemeralDir makes the proxy's directory (CA, byte budget) for a run
-// without --agent, which is removed when the run ends. It lives in memory
-// (a tmpfs, /dev/shm) when there is one: nothing of it must outlive the run,
-// and the proxy's fsyncs of its files there cost nothing (on this disk they
-// were milliseconds on the start and exit path). Else under the state dir.
-func ephemeralDir(stateDir, id string) (string, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs("/dev/shm", &st); err == nil && st.Type == unix.TMPFS_MAGIC {
-		if dir, err := os.MkdirTemp("/dev/shm", "cagent-sandbox-"+id+"-"); err == nil {
-			return dir, nil // MkdirTemp: mode 0700, a fresh unguessable name
-		}
-	}
-	dir := filepath.Join(stateDir, "agents", "sandbox-"+id)
-	return dir, os.MkdirAll(dir, 0o700)
 }
 
 func stdinIsTTY(f *os.File) bool {
