@@ -10,7 +10,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
+
+// The queue runs a goroutine: every test must stop what it starts.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // captured records the events it is given.
 type captured struct {
