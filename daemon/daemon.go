@@ -149,7 +149,7 @@ func New(cfg Config) (*Daemon, error) {
 		d.files.Close()
 		return nil, err
 	}
-	d.traffic = audit.NewQueue(d.sink, nil)
+	d.traffic = audit.NewQueue(d.sink, func(err error) { d.log.Error("audit log write failed; events are being lost", "err", err) })
 	return d, nil
 }
 
