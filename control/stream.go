@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/cagent-dev/cagent/connect/wire"
 	"github.com/cagent-dev/cagent/control/agentca"
 	"github.com/cagent-dev/cagent/control/api"
 	"github.com/cagent-dev/cagent/control/notify"
@@ -18,13 +17,11 @@ import (
 // planes' stream endpoint and the web UI.
 func Handler(srv *api.Server, cfg *Config) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(wire.Path, srv.StreamHandler(cfg.Hub, cfg.Stream))
-	mux.Handle("/api/", srv.Handler())
+	srv.Mount(mux, cfg.Hub, cfg.Stream, cfg.agentCA)
 	mux.Handle("/", controlui.Handler())
 	if cfg.agentCA == nil {
 		return mux
 	}
-	mux.Handle(api.EnrollPath, srv.EnrollHandler(cfg.agentCA))
 	return srv.RequireAgentCert(mux)
 }
 

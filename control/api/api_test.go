@@ -447,6 +447,9 @@ func TestLogs(t *testing.T) {
 
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	e := newEnv(t, "sqlite:"+t.TempDir()+"/c.db")
+	// Everything served under /api/, including the routes outside the
+	// route table (stream, enrolment).
+	outside := mountAll(t, e)
 	r := e.must(200, e.do("GET", "/api/v1/openapi.json", "", nil))
 	var doc struct {
 		OpenAPI string                               `json:"openapi"`
@@ -459,7 +462,21 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("openapi %q", doc.OpenAPI)
 	}
 	routes := map[string]bool{}
-	for _, rt := range e.srv.Routes() {
+	// Every pattern served outside the table is documented, by a route
+	// whose pattern and method are served.
+	outsidePaths := map[string]bool{}
+	for _, rt := range e.srv.OutsideRoutes() {
+		outsidePaths[rt.Pattern] = true
+	}
+	for _, p := range outside {
+		if !outsidePaths[p] {
+			t.Errorf("%s is served outside the route table but has no documented route", p)
+		}
+		if _, ok := doc.Paths[p]; !ok {
+			t.Errorf("%s is served but missing from the document", p)
+		}
+	}
+	for _, rt := range append(e.srv.Routes(), e.srv.OutsideRoutes()...) {
 		k := strings.ToLower(rt.Method) + " " + rt.Pattern
 		routes[k] = true
 		op, ok := doc.Paths[rt.Pattern][strings.ToLower(rt.Method)]
@@ -469,6 +486,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 		if (rt.Body != nil) != (op["requestBody"] != nil) {
 			t.Errorf("%s: request body mismatch", k)
+		}
+		if ws := op["x-websocket"] != nil && op["responses"].(map[string]any)["101"] != nil; ws != rt.WebSocket {
+			t.Errorf("%s: WebSocket %v, documented %v", k, rt.WebSocket, ws)
 		}
 		// The mux really serves it: a request reaches the route, not the
 		// catch-all "no such endpoint".

@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cagent-dev/cagent/connect/wire"
 	"github.com/cagent-dev/cagent/policy"
 )
 
@@ -17,7 +19,7 @@ var pathParamRE = regexp.MustCompile(`\{([a-z_]+)\}`)
 // that also builds the mux, so the two cannot drift apart.
 func (s *Server) OpenAPI() map[string]any {
 	paths := map[string]map[string]any{}
-	for _, rt := range s.routes {
+	for _, rt := range append(s.routes[:len(s.routes):len(s.routes)], outsideRoutes()...) {
 		op := map[string]any{
 			"operationId": operationID(rt),
 			"summary":     rt.Summary,
@@ -28,6 +30,24 @@ func (s *Server) OpenAPI() map[string]any {
 				},
 				okStatus(rt): okResponse(rt),
 			},
+		}
+		if rt.WebSocket {
+			op["responses"].(map[string]any)["101"] = map[string]any{
+				"description": "Switching Protocols: the connection is now a WebSocket. Every message is one JSON object with a type. " +
+					"Control plane to data plane: state (on connect, on every change, at least every " + wire.ResyncInterval.String() + "), command, heartbeat_ack, logs_ack, error. " +
+					"Data plane to control plane: heartbeat, logs. Messages are at most " + strconv.Itoa(wire.MaxMessage) + " bytes; a logs message has at most " + strconv.Itoa(wire.MaxLogBatch) + " entries.",
+			}
+			delete(op["responses"].(map[string]any), "200")
+			op["x-websocket"] = map[string]any{
+				"server_to_client": streamSchema(wire.TypeState, wire.TypeCommand, wire.TypeHeartbeatAck, wire.TypeLogsAck, wire.TypeError),
+				"client_to_server": streamSchema(wire.TypeHeartbeat, wire.TypeLogs),
+			}
+			op["parameters"] = []any{
+				map[string]any{"name": "Upgrade", "in": "header", "required": true, "schema": map[string]any{"const": "websocket"}},
+				map[string]any{"name": "Connection", "in": "header", "required": true, "schema": map[string]any{"type": "string"}},
+				map[string]any{"name": "Sec-WebSocket-Key", "in": "header", "required": true, "schema": map[string]any{"type": "string"}},
+				map[string]any{"name": "Sec-WebSocket-Version", "in": "header", "required": true, "schema": map[string]any{"const": "13"}},
+			}
 		}
 		if rt.Kinds == nil {
 			op["security"] = []any{}
@@ -41,7 +61,7 @@ func (s *Server) OpenAPI() map[string]any {
 		for _, q := range rt.Query {
 			params = append(params, map[string]any{"name": q, "in": "query", "required": false, "schema": map[string]any{"type": "string"}})
 		}
-		if len(params) > 0 {
+		if len(params) > 0 && !rt.WebSocket {
 			op["parameters"] = params
 		}
 		if rt.Body != nil {
@@ -71,6 +91,18 @@ func (s *Server) OpenAPI() map[string]any {
 		},
 		"security": []any{map[string]any{"bearer": []any{}}},
 	}
+}
+
+// streamSchema is the schema of the stream's messages of the given types.
+func streamSchema(types ...string) map[string]any {
+	sch := schemaOf(reflect.TypeOf(wire.Msg{}))
+	props := map[string]any{}
+	for k, v := range sch["properties"].(map[string]any) {
+		props[k] = v
+	}
+	props["type"] = map[string]any{"type": "string", "enum": types}
+	sch["properties"] = props
+	return sch
 }
 
 func okResponse(rt Route) map[string]any {

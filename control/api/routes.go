@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 
+	"github.com/cagent-dev/cagent/connect/wire"
+	"github.com/cagent-dev/cagent/control/agentca"
 	"github.com/cagent-dev/cagent/control/store"
 )
 
@@ -75,4 +77,32 @@ func (s *Server) buildRoutes() []Route {
 		{Method: http.MethodPost, Pattern: v1 + "/agent/heartbeat", Summary: "Report status and metrics; returns the pending command", Kinds: agentOnly, Body: heartbeatReq{}, Resp: heartbeatResp{}, h: s.heartbeat},
 		{Method: http.MethodPost, Pattern: v1 + "/agent/logs", Summary: "Ingest a batch of log entries", Kinds: agentOnly, Body: logsReq{}, Resp: acceptedResp{}, h: s.ingestLogs},
 	}
+}
+
+// outsideRoutes are served by their own handlers (StreamHandler,
+// EnrollHandler) rather than the route table's mux: the stream needs the
+// hub and the upgrade, enrolment the CA. They are in the OpenAPI document
+// all the same; Mount is the one place that serves them.
+func outsideRoutes() []Route {
+	return []Route{
+		{Method: http.MethodGet, Pattern: wire.Path, Kinds: agentOnly, WebSocket: true,
+			Summary: "The data plane's one connection: a WebSocket (Upgrade: websocket) carrying JSON messages (see x-websocket); the agent is the calling token's, never named in the request"},
+		{Method: http.MethodPost, Pattern: EnrollPath, Kinds: agentOnly, Body: enrollReq{}, Resp: enrollResp{},
+			Summary: "Get the calling agent's mTLS client certificate for a PEM certificate request (once per agent; 409 after; 404 unless agent mTLS is on)"},
+	}
+}
+
+// Mount serves everything under /api/ on mux: the route table, the agent
+// stream and, when ca is not nil, enrolment. It returns the patterns it
+// mounted outside the route table, so tests can check each one is in the
+// OpenAPI document.
+func (s *Server) Mount(mux *http.ServeMux, hub *Hub, opt StreamOptions, ca *agentca.CA) []string {
+	mux.Handle("/api/", s.Handler())
+	mux.Handle(wire.Path, s.StreamHandler(hub, opt))
+	out := []string{wire.Path}
+	if ca != nil {
+		mux.Handle(EnrollPath, s.EnrollHandler(ca))
+		out = append(out, EnrollPath)
+	}
+	return out
 }

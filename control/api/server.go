@@ -170,6 +170,10 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Routes returns the route table (for the OpenAPI document and tests).
 func (s *Server) Routes() []Route { return s.routes }
 
+// OutsideRoutes returns the routes Mount serves outside the route table
+// (the agent stream and enrolment), as documented.
+func (s *Server) OutsideRoutes() []Route { return outsideRoutes() }
+
 // Route is one endpoint.
 type Route struct {
 	Method  string
@@ -184,7 +188,9 @@ type Route struct {
 	Resp any
 	// Query lists the query parameters understood.
 	Query []string
-	h     func(*call) error
+	// WebSocket: a GET that upgrades; the document lists the messages.
+	WebSocket bool
+	h         func(*call) error
 }
 
 // Principal is an authenticated token.
