@@ -170,9 +170,9 @@ func Run(ctx context.Context, rc RunConfig) error {
 	if rc.TransparentTLS != "" {
 		ls = append(ls, listener{"transparent-tls", rc.TransparentTLS, p.ServeTransparentTLS})
 	}
-	// /readyz does not report failed reloads (LastReload): unchanged from
-	// before the scaffolding was shared.
-	admin := service.NewAdmin(service.AdminConfig{Metrics: reg, Ready: p.Ready})
+	// /readyz stays ready after a failed reload (the last good policy is
+	// enforced) but says so, as the DNS filter's does.
+	admin := service.NewAdmin(service.AdminConfig{Metrics: reg, Ready: p.Ready, LastReload: w.LastError})
 
 	errc := make(chan error, len(ls)+1)
 	var opened []net.Listener
