@@ -19,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 )
 
 // enrollPath is the control plane's certificate enrollment endpoint.
@@ -66,7 +68,7 @@ func (c *Client) clientCert(ctx context.Context, conf *tls.Config) (*tls.Certifi
 			return nil, err
 		}
 		keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
-		if err := writeFileAtomic(keyPath, keyPEM); err != nil {
+		if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
 			return nil, err
 		}
 	} else if err != nil {
@@ -117,7 +119,7 @@ func (c *Client) clientCert(ctx context.Context, conf *tls.Config) (*tls.Certifi
 	if err != nil {
 		return nil, fmt.Errorf("enrollment answer: %w", err)
 	}
-	if err := writeFileAtomic(certPath, []byte(out.Certificate)); err != nil {
+	if err := atomicfile.WriteFile(certPath, []byte(out.Certificate), 0o600); err != nil {
 		return nil, err
 	}
 	c.log.Info("enrolled: client certificate issued by the control plane", "path", certPath)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 	"github.com/cagent-dev/cagent/policy"
 	"gopkg.in/yaml.v3"
 )
@@ -72,5 +73,5 @@ func writeIfChanged(path string, data []byte) (bool, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, err
 	}
-	return true, writeFileAtomic(path, data)
+	return true, atomicfile.WriteFile(path, data, 0o600)
 }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/cagent-dev/cagent/internal/atomicfile"
 )
 
 // Spool is an on-disk queue of audit events waiting to be shipped to the
@@ -75,7 +77,7 @@ func OpenSpool(dir string, maxBytes int64) (*Spool, error) {
 		b := make([]byte, 16)
 		rand.Read(b)
 		id = []byte(hex.EncodeToString(b))
-		if err := writeFileAtomic(filepath.Join(dir, "id"), id); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, "id"), id, 0o600); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	case err != nil:
@@ -240,7 +242,7 @@ func (s *Spool) gcLocked() {
 		if !acked {
 			s.dropped += nextFirst - max(g.first, s.acked+1)
 			s.acked = nextFirst - 1
-			_ = writeFileAtomic(filepath.Join(s.dir, "acked"), []byte(strconv.FormatUint(s.acked, 10)))
+			_ = atomicfile.WriteFile(filepath.Join(s.dir, "acked"), []byte(strconv.FormatUint(s.acked, 10)), 0o600)
 		}
 		_ = os.Remove(s.segPath(g.first))
 		total -= g.size
@@ -325,7 +327,7 @@ func (s *Spool) Ack(last uint64) error {
 		last = s.next - 1
 	}
 	s.acked = last
-	if err := writeFileAtomic(filepath.Join(s.dir, "acked"), []byte(strconv.FormatUint(last, 10))); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, "acked"), []byte(strconv.FormatUint(last, 10)), 0o600); err != nil {
 		return err
 	}
 	s.gcLocked()
@@ -365,39 +367,4 @@ func (s *Spool) Close() error {
 	err = errors.Join(err, s.cur.Close())
 	s.cur = nil
 	return err
-}
-
-// writeFileAtomic writes data to path with mode 0600: a temporary file in
-// the same directory, fsync, rename, fsync of the directory.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
