@@ -16,6 +16,11 @@ func (p *Proxy) record(ev *audit.Event, key string) {
 	if key == "" {
 		key = "-"
 	}
+	if ev.TS.IsZero() {
+		// Stamp the decision time here, so every sink (file, UI store,
+		// control-plane spool) records the same time, not its own.
+		ev.TS = p.clock()
+	}
 	p.metrics.count(ev, key)
 	level := slog.LevelInfo
 	if ev.Decision == audit.Deny {
