@@ -1,106 +1,20 @@
 // Cagent admin UI: a small single-page app over the admin API. No framework:
 // each page is a function that renders into <main> and returns a cleanup.
-import "./style.css";
+import { ago, confirmModal, fetchJSON, fill, h, table, toast } from "../../../web/shared/ui";
 import "@xterm/xterm/css/xterm.css";
 import { Terminal } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
-
-type Attrs = Record<string, any>;
-type Child = Node | string | number | null | undefined | false | Child[];
-
-function h(tag: string, attrs: Attrs = {}, ...children: Child[]): HTMLElement {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
-    else if (k === "class") el.className = v;
-    else if (k === "value") (el as HTMLInputElement).value = v;
-    else if (k === "checked") (el as HTMLInputElement).checked = !!v;
-    else el.setAttribute(k, v === true ? "" : String(v));
-  }
-  append(el, children);
-  return el;
-}
-
-// fill replaces el's children, skipping empty values (DOM replaceChildren
-// would print "undefined").
-function fill(el: HTMLElement, ...children: Child[]) {
-  el.replaceChildren();
-  append(el, children);
-}
-
-function append(el: HTMLElement, children: Child[]) {
-  for (const c of children) {
-    if (c === null || c === undefined || c === false) continue;
-    if (Array.isArray(c)) append(el, c);
-    else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-}
 
 // ---- API ----------------------------------------------------------------
 
 let csrf = "";
 
-class APIError extends Error {
-  constructor(public status: number, public body: any) {
-    super(body?.message || `HTTP ${status}`);
-  }
-}
-
 async function api(method: string, path: string, body?: any): Promise<any> {
   const headers: Record<string, string> = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET") headers["X-CSRF-Token"] = csrf;
-  const res = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-  });
-  let data: any = null;
-  try {
-    data = await res.json();
-  } catch {
-    /* empty body */
-  }
-  if (res.status === 401 && path !== "/api/login") {
+  return fetchJSON(method, path, body, headers, path === "/api/login" ? undefined : () => {
     csrf = "";
     route();
-    throw new APIError(401, data);
-  }
-  if (!res.ok) throw new APIError(res.status, data);
-  return data;
-}
-
-function toast(msg: string) {
-  const t = h("div", { class: "toast", role: "status" }, msg);
-  document.body.append(t);
-  setTimeout(() => t.remove(), 3500);
-}
-
-function confirmModal(title: string, body: Child, okLabel = "Confirm"): Promise<boolean> {
-  return new Promise((resolve) => {
-    const done = (v: boolean) => {
-      bg.remove();
-      resolve(v);
-    };
-    const bg = h(
-      "div",
-      { class: "modal-bg" },
-      h(
-        "div",
-        { class: "modal", role: "dialog" },
-        h("h3", {}, title),
-        h("div", {}, body),
-        h(
-          "div",
-          { class: "row", style: "justify-content:flex-end;margin-top:14px" },
-          h("button", { id: "modal-cancel", onclick: () => done(false) }, "Cancel"),
-          h("button", { id: "modal-ok", class: "primary", onclick: () => done(true) }, okLabel),
-        ),
-      ),
-    );
-    document.body.append(bg);
   });
 }
 
@@ -118,13 +32,6 @@ function fmtBytes(n: number): string {
 function fmtTime(ts: string): string {
   const d = new Date(ts);
   return isNaN(d.getTime()) ? ts : d.toLocaleTimeString([], { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
-}
-
-function ago(ts: string): string {
-  const s = Math.max(0, (Date.now() - new Date(ts).getTime()) / 1000);
-  if (s < 90) return `${Math.round(s)}s ago`;
-  if (s < 5400) return `${Math.round(s / 60)}m ago`;
-  return `${Math.round(s / 3600)}h ago`;
 }
 
 // ---- shell and routing --------------------------------------------------
@@ -608,7 +515,7 @@ function logsPage(main: HTMLElement) {
       "div",
       { class: "card" },
       h("div", { class: "row filters" }, type, decision, domain, text, since, h("label", { class: "row" }, live, "live tail"), count),
-      h("div", { class: "logs-wrap" }, h("table", { class: "logs" }, h("thead", {}, h("tr", {}, ...["time", "type", "decision", "domain", "detail", "reason"].map((c) => h("th", {}, c)))), tbody)),
+      h("div", { class: "logs-wrap" }, table({ class: "logs" }, ["time", "type", "decision", "domain", "detail", "reason"], tbody)),
     ),
   );
   const row = (e: any) =>
@@ -740,14 +647,10 @@ function trafficPage(main: HTMLElement) {
         { class: "card" },
         h("h2", {}, "Blocked"),
         a.blocked?.length
-          ? h(
-              "table",
+          ? table(
               { id: "blocked" },
-              h("thead", {}, h("tr", {}, h("th", {}, "domain"), h("th", {}, "type"), h("th", {}, "error"), h("th", {}, "reason"), h("th", { class: "num" }, "count"), h("th", {}, "last"), h("th", {}, ""))),
-              h(
-                "tbody",
-                {},
-                ...a.blocked.map((b: any) =>
+              ["domain", "type", "error", "reason", ["count", { class: "num" }], "last", ""],
+              a.blocked.map((b: any) =>
                   h(
                     "tr",
                     { "data-domain": b.domain },
@@ -760,7 +663,6 @@ function trafficPage(main: HTMLElement) {
                     h("td", {}, !b.in_policy && b.domain ? h("button", { "data-action": "allow", onclick: () => allow(b.domain) }, "Allow…") : ""),
                   ),
                 ),
-              ),
             )
           : h("p", { class: "dim" }, "Nothing blocked in this window."),
       ),
@@ -768,25 +670,20 @@ function trafficPage(main: HTMLElement) {
         "div",
         { class: "card" },
         h("h2", {}, "Top domains"),
-        h(
-          "table",
+        table(
           { id: "top-domains" },
-          h("thead", {}, h("tr", {}, h("th", {}, "domain"), h("th", { class: "num" }, "requests"), h("th", { class: "num" }, "denied"), h("th", { class: "num" }, "error rate"), h("th", { class: "num" }, "up"), h("th", { class: "num" }, "down"))),
-          h("tbody", {}, ...(a.top_domains || []).map((d: any) => h("tr", {}, h("td", {}, d.domain), h("td", { class: "num" }, d.requests), h("td", { class: "num" }, d.denied), h("td", { class: "num" }, `${(d.error_rate * 100).toFixed(1)}%`), h("td", { class: "num" }, fmtBytes(d.bytes_up)), h("td", { class: "num" }, fmtBytes(d.bytes_down))))),
+          ["domain", ...["requests", "denied", "error rate", "up", "down"].map((c): [string, any] => [c, { class: "num" }])],
+          (a.top_domains || []).map((d: any) => h("tr", {}, h("td", {}, d.domain), h("td", { class: "num" }, d.requests), h("td", { class: "num" }, d.denied), h("td", { class: "num" }, `${(d.error_rate * 100).toFixed(1)}%`), h("td", { class: "num" }, fmtBytes(d.bytes_up)), h("td", { class: "num" }, fmtBytes(d.bytes_down)))),
         ),
       ),
       h(
         "div",
         { class: "card" },
         h("h2", {}, "Rate limits and egress budgets"),
-        h(
-          "table",
+        table(
           { id: "limits" },
-          h("thead", {}, h("tr", {}, h("th", {}, "domain"), h("th", {}, "requests in last minute / limit"), h("th", { class: "num" }, "rate-limited"), h("th", {}, "sent in last hour / budget"), h("th", { class: "num" }, "budget refusals"))),
-          h(
-            "tbody",
-            {},
-            ...(a.limits || []).map((l: any) =>
+          ["domain", "requests in last minute / limit", ["rate-limited", { class: "num" }], "sent in last hour / budget", ["budget refusals", { class: "num" }]],
+          (a.limits || []).map((l: any) =>
               h(
                 "tr",
                 {},
@@ -797,7 +694,6 @@ function trafficPage(main: HTMLElement) {
                 h("td", { class: "num" }, l.budget_exceeded),
               ),
             ),
-          ),
         ),
       ),
     );

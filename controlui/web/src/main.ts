@@ -3,37 +3,7 @@
 // in sessionStorage (this tab only) and sent as a bearer token; the server
 // sends a strict Content-Security-Policy, and every value from the API is
 // inserted as text, never as HTML.
-import "./style.css";
-
-type Attrs = Record<string, any>;
-type Child = Node | string | number | null | undefined | false | Child[];
-
-function h(tag: string, attrs: Attrs = {}, ...children: Child[]): HTMLElement {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
-    else if (k === "class") el.className = v;
-    else if (k === "value") (el as HTMLInputElement).value = v;
-    else if (k === "checked") (el as HTMLInputElement).checked = !!v;
-    else el.setAttribute(k, v === true ? "" : String(v));
-  }
-  append(el, children);
-  return el;
-}
-
-function append(el: HTMLElement, children: Child[]) {
-  for (const c of children) {
-    if (c === null || c === undefined || c === false) continue;
-    if (Array.isArray(c)) append(el, c);
-    else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-}
-
-function fill(el: HTMLElement, ...children: Child[]) {
-  el.replaceChildren();
-  append(el, children);
-}
+import { APIError, type Child, ago, confirmModal, fetchJSON, fill, h, table, toast } from "../../../web/shared/ui";
 
 // ---- API ----------------------------------------------------------------
 
@@ -41,66 +11,15 @@ const TOKEN_KEY = "cagent-cp-token";
 let me: { kind: string; tenant_id: string; token_id: string } | null = null;
 let tenant = ""; // the tenant pages act on
 
-class APIError extends Error {
-  constructor(public status: number, public body: any) {
-    super(body?.message || `HTTP ${status}`);
-  }
-}
-
 async function api(method: string, path: string, body?: any): Promise<any> {
-  const headers: Record<string, string> = { Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch("/api/v1" + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  let data: any = null;
-  try {
-    data = await res.json();
-  } catch {
-    /* empty body */
-  }
-  if (res.status === 401 && path !== "/whoami") {
-    logout();
-    throw new APIError(401, data);
-  }
-  if (!res.ok) throw new APIError(res.status, data);
-  return data;
+  const headers = { Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") };
+  return fetchJSON(method, "/api/v1" + path, body, headers, path === "/whoami" ? undefined : logout);
 }
 
 const T = (p: string) => `/tenants/${encodeURIComponent(tenant)}${p}`;
 
-function toast(msg: string, bad = false) {
-  const t = h("div", { class: "toast" + (bad ? " bad" : ""), role: "status" }, msg);
-  document.body.append(t);
-  setTimeout(() => t.remove(), 4000);
-}
-
 function fail(e: any) {
   toast(e instanceof APIError ? `${e.body?.error || e.status}: ${e.message}` : String(e), true);
-}
-
-function confirmModal(title: string, body: Child, okLabel = "Confirm"): Promise<boolean> {
-  return new Promise((resolve) => {
-    const done = (v: boolean) => {
-      bg.remove();
-      resolve(v);
-    };
-    const bg = h(
-      "div",
-      { class: "modal-bg" },
-      h(
-        "div",
-        { class: "modal", role: "dialog" },
-        h("h3", {}, title),
-        h("div", {}, body),
-        h(
-          "div",
-          { class: "row", style: "justify-content:flex-end;margin-top:14px" },
-          h("button", { id: "modal-cancel", onclick: () => done(false) }, "Cancel"),
-          h("button", { id: "modal-ok", class: "primary", onclick: () => done(true) }, okLabel),
-        ),
-      ),
-    );
-    document.body.append(bg);
-  });
 }
 
 // shownOnce displays a token that the API returns only once.
@@ -124,14 +43,6 @@ function fmtTime(ts: string): string {
   if (!ts) return "";
   const d = new Date(ts);
   return isNaN(d.getTime()) ? ts : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
-}
-
-function ago(ts: string): string {
-  if (!ts) return "never";
-  const s = Math.max(0, (Date.now() - new Date(ts).getTime()) / 1000);
-  if (s < 90) return `${Math.round(s)}s ago`;
-  if (s < 5400) return `${Math.round(s / 60)}m ago`;
-  return `${Math.round(s / 3600)}h ago`;
 }
 
 const listState: Record<string, { q: string; f: string }> = {};
@@ -170,7 +81,7 @@ function listCard<T>(opts: {
     { class: "card", id: opts.id },
     h("div", { class: "row", style: "justify-content:space-between" }, h("h2", {}, opts.title), h("div", { class: "row filters" }, search, sel, count)),
     opts.actions,
-    h("table", {}, h("thead", {}, h("tr", {}, opts.cols.map((c) => h("th", {}, c)))), body),
+    table({}, opts.cols, body),
   );
 }
 
@@ -667,7 +578,7 @@ async function logsPage(main: HTMLElement) {
     main,
     h("div", { class: "card row filters" }, agent, type, decision, q, since, h("button", { id: "logs-load", class: "primary", onclick: load }, "Query")),
     stats,
-    h("div", { class: "card logs" }, h("div", { class: "logs-wrap" }, h("table", {}, h("thead", {}, h("tr", {}, ["time", "agent", "type", "decision", "what", "reason"].map((c) => h("th", {}, c)))), tbl))),
+    h("div", { class: "card logs" }, h("div", { class: "logs-wrap" }, table({}, ["time", "agent", "type", "decision", "what", "reason"], tbl))),
   );
   await load();
   timer = window.setInterval(() => { if (!document.querySelector(".modal-bg")) load(); }, 5000);
