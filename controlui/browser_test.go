@@ -22,6 +22,7 @@ import (
 	"github.com/cagent-dev/cagent/daemon"
 	"github.com/cagent-dev/cagent/internal/fakeinet"
 	"github.com/cagent-dev/cagent/internal/testutil"
+	"github.com/cagent-dev/cagent/internal/testutil/browsertest"
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
 )
@@ -100,50 +101,6 @@ func TestUIServesAppWithStrictHeaders(t *testing.T) {
 	}
 }
 
-func artifactsDir(t *testing.T) string {
-	dir := os.Getenv("CAGENT_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join("..", "testdata-artifacts", "screenshots")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path := testutil.RequireCommand(t, "chromium")
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-features", "Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider"),
-		// Only the loopback test server resolves: no lookups leave the machine.
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("mute-audio", true),
-		chromedp.WindowSize(1400, 900),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelC(); cancelA() })
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
 // connectedDataPlane runs `cagent up --control-plane` in-process: the daemon
 // with a runc sandbox and a fake internet, managed by a connect.Client.
 func connectedDataPlane(t *testing.T, cpURL, token string) (*daemon.Daemon, *fakeinet.Internet) {
@@ -208,54 +165,8 @@ func TestBrowserMainFlow(t *testing.T) {
 	testutil.RequireCommand(t, "runc")
 	testutil.RequireCommand(t, "curl")
 	url, super := startCP(t)
-	bctx := browser(t)
-	ctx, cancel := context.WithTimeout(bctx, 4*time.Minute)
-	defer cancel()
-	shots := artifactsDir(t)
-	shot := func(name string) {
-		t.Helper()
-		time.Sleep(300 * time.Millisecond)
-		// Its own deadline: a screenshot after a timed-out step must not
-		// hide that step's error.
-		sctx, cancel := context.WithTimeout(bctx, 20*time.Second)
-		defer cancel()
-		buf, err := chromedp.Run(sctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Errorf("screenshot %s: %v", name, err)
-			return
-		}
-		os.WriteFile(filepath.Join(shots, "controlui-"+name+".png"), buf, 0o644)
-	}
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		if err := chromedp.Do(sctx, steps...); err != nil {
-			t.Errorf("%s: %v", what, err)
-			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
-			t.FailNow()
-		}
-	}
-	waitJS := func(what, expr string, d time.Duration) {
-		t.Helper()
-		// Polled from here, each evaluation with its own deadline: the
-		// pages re-render while we wait.
-		deadline := time.Now().Add(d)
-		for {
-			ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ok, err := chromedp.Run(ectx, chromedp.Evaluate[bool](expr))
-			cancel()
-			if err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("waiting for %s: last result %v, %v", what, ok, err)
-				shot("failed-" + strings.ReplaceAll(what, " ", "-"))
-				t.FailNow()
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	pg := browsertest.New(t, 4*time.Minute, "controlui-")
+	ctx, shot, do, waitJS := pg.Ctx, pg.Shot, pg.Do, pg.WaitJS
 	value := func(sel string) string {
 		t.Helper()
 		v, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS(sel)))

@@ -5,67 +5,17 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/cagent-dev/cagent/adminui"
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/cagent-dev/cagent/internal/testutil"
+	"github.com/cagent-dev/cagent/internal/testutil/browsertest"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 )
-
-// artifactsDir is where the browser tests leave their screenshots: the
-// repository's gitignored testdata-artifacts/ (CAGENT_ARTIFACTS overrides).
-func artifactsDir(t *testing.T) string {
-	dir := os.Getenv("CAGENT_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join("..", "testdata-artifacts", "screenshots")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// browser starts Debian's chromium, headless, with a fresh profile and no
-// background traffic; hostnames other than the loopback test server's are
-// made unresolvable, so the browser cannot reach the machine's resolver.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	path := testutil.RequireCommand(t, "chromium")
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-features", "Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider"),
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.Flag("mute-audio", true),
-		chromedp.WindowSize(1400, 900),
-	}
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelC := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancelC(); cancelA() })
-	// Start the browser without a deadline (a deadline on the first run
-	// would bound the browser's whole life).
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
 
 // typeLine types a line into the visible terminal tab. SendKeys would send
 // each character twice to xterm.js (key and char events), so the text is
@@ -104,34 +54,11 @@ func TestBrowserAdminUI(t *testing.T) {
 	}
 	srv := httptest.NewServer(f.d.Handler())
 	t.Cleanup(srv.Close)
-	bctx := browser(t)
-	ctx, cancel := context.WithTimeout(bctx, 3*time.Minute)
-	defer cancel()
-	shots := artifactsDir(t)
-	shot := func(name string) {
-		t.Helper()
-		time.Sleep(300 * time.Millisecond) // let the page settle
-		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	pg := browsertest.New(t, 3*time.Minute, "")
+	shot, do := pg.Shot, pg.Do
 	waitJS := func(what, expr string) {
 		t.Helper()
-		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-			shot("failed-" + strings.ReplaceAll(what, " ", "-"))
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
+		pg.WaitJS(what, expr, 30*time.Second)
 	}
 
 	clear := func(sel string) chromedp.Action[chromedp.Void] {
