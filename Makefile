@@ -11,6 +11,7 @@ all: build
 
 # The web UIs (adminui/web: the data plane's; controlui/web: the control
 # plane's): npm ci, then vite builds each into its dist/, which the binary embeds.
+# Both import their shared helpers, style and Vite settings from web/shared.
 ui:
 	cd adminui/web && npm ci --no-audit --no-fund && npm run build
 	cd controlui/web && npm ci --no-audit --no-fund && npm run build
