@@ -4,7 +4,8 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
-	"strings"
+
+	"github.com/cagent-dev/cagent/internal/webui"
 )
 
 // The web UI is built by `make ui` (npm ci && vite build) into web/dist and
@@ -14,18 +15,15 @@ import (
 //go:embed all:web/dist
 var distFS embed.FS
 
-func dist() fs.FS {
+var app = func() *webui.App {
 	sub, err := fs.Sub(distFS, "web/dist")
 	if err != nil {
 		panic(err) // the path is a constant
 	}
-	return sub
-}
+	return webui.New(sub, notBuiltPage)
+}()
 
-func uiBuilt() bool {
-	_, err := fs.Stat(dist(), "index.html")
-	return err == nil
-}
+func uiBuilt() bool { return app.Built() }
 
 const notBuiltPage = `<!doctype html><meta charset="utf-8"><title>Cagent admin</title>
 <body style="font-family:sans-serif;max-width:40em;margin:4em auto">
@@ -33,34 +31,7 @@ const notBuiltPage = `<!doctype html><meta charset="utf-8"><title>Cagent admin</
 <p>This cagent was compiled without its web UI. Build it with <code>make ui build</code>
 (needs Node.js and npm), or use the admin API under <code>/api/</code> directly.</p>`
 
-func uiHandler() http.Handler {
-	d := dist()
-	files := http.FileServerFS(d)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !uiBuilt() {
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(notBuiltPage))
-			return
-		}
-		p := strings.TrimPrefix(r.URL.Path, "/")
-		if p == "" {
-			p = "index.html"
-		}
-		if _, err := fs.Stat(d, p); err != nil || strings.HasPrefix(p, ".") {
-			// Client-side routes fall back to the app.
-			r = r.Clone(r.Context())
-			r.URL.Path = "/"
-		}
-		if strings.HasPrefix(r.URL.Path, "/assets/") {
-			// Vite names assets by content hash.
-			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
-		} else {
-			w.Header().Set("Cache-Control", "no-cache")
-		}
-		files.ServeHTTP(w, r)
-	})
-}
+func uiHandler() http.Handler { return app }
 
 // UIBuilt reports whether the web UI was built into this binary.
 func UIBuilt() bool { return uiBuilt() }

@@ -8,7 +8,8 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
-	"strings"
+
+	"github.com/cagent-dev/cagent/internal/webui"
 )
 
 // web/dist/.keep is committed so that this compiles without a build; the
@@ -17,19 +18,16 @@ import (
 //go:embed all:web/dist
 var distFS embed.FS
 
-func dist() fs.FS {
+var app = func() *webui.App {
 	sub, err := fs.Sub(distFS, "web/dist")
 	if err != nil {
 		panic(err) // the path is a constant
 	}
-	return sub
-}
+	return webui.New(sub, notBuiltPage)
+}()
 
 // Built reports whether the web UI was built into this binary.
-func Built() bool {
-	_, err := fs.Stat(dist(), "index.html")
-	return err == nil
-}
+func Built() bool { return app.Built() }
 
 const notBuiltPage = `<!doctype html><meta charset="utf-8"><title>Cagent control plane</title>
 <body style="font-family:sans-serif;max-width:40em;margin:4em auto">
@@ -40,8 +38,6 @@ under <code>/api/v1</code> (<a href="/api/v1/openapi.json">OpenAPI</a>).</p>`
 // Handler serves the UI's files with strict security headers. Unknown
 // paths fall back to the app (client-side routes).
 func Handler() http.Handler {
-	d := dist()
-	files := http.FileServerFS(d)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		// Scripts and connections only from this origin: a value from the
@@ -56,25 +52,6 @@ func Handler() http.Handler {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		if !Built() {
-			hd.Set("Content-Type", "text/html; charset=utf-8")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(notBuiltPage))
-			return
-		}
-		p := strings.TrimPrefix(r.URL.Path, "/")
-		if p == "" {
-			p = "index.html"
-		}
-		if _, err := fs.Stat(d, p); err != nil || strings.HasPrefix(p, ".") {
-			r = r.Clone(r.Context())
-			r.URL.Path = "/"
-		}
-		if strings.HasPrefix(r.URL.Path, "/assets/") {
-			hd.Set("Cache-Control", "public, max-age=31536000, immutable")
-		} else {
-			hd.Set("Cache-Control", "no-cache")
-		}
-		files.ServeHTTP(w, r)
+		app.ServeHTTP(w, r)
 	})
 }
