@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -254,6 +255,73 @@ func checkRequest(d *dest, method, escapedPath string) *denial {
 		return deny(codePath, 403, "domains "+e.Domain+" "+rule, "the path is not allowed for %s by %s", e.Domain, rule)
 	}
 	return nil
+}
+
+// checkUpgrade limits protocol upgrades. After a 101 the connection is an
+// opaque channel: h2c would carry whole HTTP/2 requests for any path and
+// method under one rate-limit token, so it is refused everywhere; an entry
+// with path rules allows only WebSocket (the upgrade request's path is what
+// the rules check); a read-only entry allows no upgrade at all.
+func checkUpgrade(d *dest, h http.Header) *denial {
+	protos := upgradeProtocols(h)
+	if len(protos) == 0 {
+		return nil
+	}
+	rule := "upgrade"
+	if d.entry != nil {
+		rule = "domains " + d.entry.Domain
+	}
+	for _, p := range protos {
+		if p == "h2c" {
+			return deny(codeMethod, 403, rule, "h2c upgrades are not allowed through the proxy; send HTTP/1.1 requests (or HTTPS)")
+		}
+	}
+	e := d.entry
+	if e == nil {
+		return nil
+	}
+	if e.ReadOnly {
+		return deny(codeMethod, 403, rule+" read_only", "%s is read-only: protocol upgrades (WebSocket and others) are not allowed", e.Domain)
+	}
+	if e.HasPathRules() {
+		for _, p := range protos {
+			if p != "websocket" {
+				return deny(codePath, 403, rule+" paths", "%s has path rules: only WebSocket upgrades are allowed, not %q", e.Domain, p)
+			}
+		}
+	}
+	return nil
+}
+
+// upgradeProtocols returns the lowercased protocol names (without
+// versions) of an Upgrade the Connection header asks for; as in
+// net/http/httputil, an Upgrade header Connection does not name is dropped
+// as hop-by-hop and does not count.
+func upgradeProtocols(h http.Header) []string {
+	named := false
+	for _, v := range h.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				named = true
+			}
+		}
+	}
+	if !named {
+		return nil
+	}
+	var out []string
+	for _, v := range h.Values("Upgrade") {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.ToLower(strings.TrimSpace(tok))
+			if i := strings.IndexByte(tok, '/'); i >= 0 {
+				tok = tok[:i]
+			}
+			if tok != "" {
+				out = append(out, tok)
+			}
+		}
+	}
+	return out
 }
 
 func unwrapMsg(err error) string {
