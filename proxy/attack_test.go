@@ -117,3 +117,68 @@ domains:
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
 }
+
+// TestProxyLookupsHeldToDNSTunnelingLimits: the proxy resolves names itself,
+// so without these checks an agent could exfiltrate through DNS by asking
+// the proxy for <data>.allowed-wildcard, past the DNS filter's heuristics.
+// Names matched through a wildcard get the same label, name, entropy and
+// distinct-names limits; nothing is resolved for a refused name.
+func TestProxyLookupsHeldToDNSTunnelingLimits(t *testing.T) {
+	raw := tcpEcho(t)
+	e := newEnv(t, withPort(`
+dns:
+  tunneling: {max_label_length: 20, max_name_length: 60, distinct_names_per_hour: 3}
+domains:
+  - domain: "*.exfil.test"
+    ports: [80, {RAW}]
+    allow_private: true
+  - domain: a-very-long-but-exactly-listed-name-of-some-service.test
+    allow_private: true
+`, raw))
+	get := func(host string) *http.Response {
+		resp, _ := e.get("http://" + host + "/")
+		return resp
+	}
+	for _, tc := range []struct{ name, host string }{
+		{"long label", strings.Repeat("a", 21) + ".exfil.test"},
+		{"long name", strings.Repeat("abcdefghij.", 5) + "exfil.test"},
+		{"random label", "q8zk3v1xw7mf0j2pa5ny.exfil.test"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := get(tc.host)
+			if resp.StatusCode != 403 || resp.Header.Get("X-Cagent-Deny-Reason") != "dns_tunneling_suspected" {
+				t.Fatalf("%s: %d %q", tc.host, resp.StatusCode, resp.Header.Get("X-Cagent-Deny-Reason"))
+			}
+			if n := e.dns.count(tc.host); n != 0 {
+				t.Fatalf("%s was resolved %d times", tc.host, n)
+			}
+			c, r := e.rawConnect(fmt.Sprintf("%s:%d", tc.host, raw))
+			c.Close()
+			if r.StatusCode != 403 || e.dns.count(tc.host) != 0 {
+				t.Fatalf("CONNECT %s: %d, resolved %d", tc.host, r.StatusCode, e.dns.count(tc.host))
+			}
+		})
+	}
+	// An exactly listed name is the operator's choice, not agent data.
+	if resp := get("a-very-long-but-exactly-listed-name-of-some-service.test"); resp.StatusCode != 200 {
+		t.Fatalf("exact entry: %d", resp.StatusCode)
+	}
+	// Distinct names per hour under one wildcard entry, any case, HTTP and
+	// CONNECT alike; a name already used keeps working.
+	for _, h := range []string{"one.exfil.test", "TWO.exfil.test", "two.EXFIL.test."} {
+		if resp := get(h); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", h, resp.StatusCode)
+		}
+	}
+	c, r := e.rawConnect(fmt.Sprintf("three.exfil.test:%d", raw))
+	c.Close()
+	if r.StatusCode != 200 {
+		t.Fatalf("CONNECT three: %d", r.StatusCode)
+	}
+	if resp := get("four.exfil.test"); resp.StatusCode != 403 || resp.Header.Get("X-Cagent-Deny-Reason") != "dns_tunneling_suspected" || e.dns.count("four.exfil.test") != 0 {
+		t.Fatalf("fourth distinct name: %d", resp.StatusCode)
+	}
+	if resp := get("One.exfil.test"); resp.StatusCode != 200 {
+		t.Fatalf("a name already asked for: %d", resp.StatusCode)
+	}
+}

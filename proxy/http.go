@@ -144,6 +144,9 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 		upScheme = "https"
 	}
 	if dn == nil {
+		dn = p.checkName(st.pol, d)
+	}
+	if dn == nil {
 		dn = checkRequest(d, r.Method, path)
 	}
 	if dn == nil {

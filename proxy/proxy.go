@@ -41,6 +41,7 @@ type Proxy struct {
 	ca      *tlsca.CA
 	budget  *budget.Tracker
 	limiter *ratelimit.Limiter
+	names   *nameBudget // distinct names resolved per wildcard entry
 	creds   *credential.Resolver
 	metrics *metrics
 	rp      *httputil.ReverseProxy
@@ -111,6 +112,7 @@ func New(cfg Config) (*Proxy, error) {
 		ca:        ca,
 		budget:    bt,
 		limiter:   ratelimit.New(cfg.Clock),
+		names:     newNameBudget(),
 		creds:     &credential.Resolver{LookupEnv: cfg.LookupEnv, Secrets: cfg.Secrets},
 		servers:   map[*http.Server]struct{}{},
 		listeners: map[net.Listener]struct{}{},

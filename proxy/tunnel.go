@@ -52,6 +52,12 @@ func (p *Proxy) authorizeTunnel(st *state, a authority) (*dest, bool, *denial) {
 	if dn != nil {
 		return d, false, dn
 	}
+	// In report mode a suspicious name is reported and the tunnel goes on
+	// as an allowed one would (intercepted if the entry says so).
+	nameDn := p.checkName(st.pol, d)
+	if nameDn != nil && nameDn.enforced(st.pol) {
+		return d, false, nameDn
+	}
 	if d.alias {
 		return d, false, deny(codeDestination, 403, "domains", "aliases are plain http://<alias>.devbox.local URLs, not tunnel destinations")
 	}
@@ -80,7 +86,7 @@ func (p *Proxy) authorizeTunnel(st *state, a authority) (*dest, bool, *denial) {
 			}
 		}
 	}
-	return d, intercept, nil
+	return d, intercept, nameDn
 }
 
 // handleConnect serves CONNECT on the explicit listener. Every refusal is an
