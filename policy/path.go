@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrAmbiguousPath is returned for paths whose meaning depends on how the
@@ -51,6 +52,11 @@ func NormalizePath(escaped string) (string, error) {
 			b.WriteByte(c)
 		}
 	}
+	if !utf8.ValidString(b.String()) {
+		// Overlong forms ("%c0%af" for "/") and stray bytes: lenient
+		// decoders turn them into separators or dots.
+		return "", fmt.Errorf("%w: invalid UTF-8", ErrAmbiguousPath)
+	}
 	return cleanSegments(b.String())
 }
 
@@ -85,6 +91,22 @@ func cleanSegments(p string) (string, error) {
 		res += "/"
 	}
 	return res, nil
+}
+
+// trimSegments removes trailing dots and spaces from every segment, the way
+// Windows servers see a path ("/admin./x " is "/admin/x"). A segment of only
+// dots or spaces is kept as it is.
+func trimSegments(p string) string {
+	if !strings.Contains(p, ".") && !strings.Contains(p, " ") {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if t := strings.TrimRight(s, ". "); t != "" {
+			segs[i] = t
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 // stripParams removes ";params" from every segment of a normalized path, the
@@ -163,7 +185,7 @@ func (r pathRule) allows(p string) bool {
 func (r pathRule) denies(p string) bool {
 	v := r.lower
 	low := strings.ToLower(p)
-	for _, q := range []string{low, stripParams(low)} {
+	for _, q := range []string{low, stripParams(low), trimSegments(stripParams(low))} {
 		if r.prefix {
 			if strings.HasPrefix(q, v) || (strings.HasSuffix(v, "/") && q == strings.TrimSuffix(v, "/")) {
 				return true

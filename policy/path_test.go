@@ -154,6 +154,19 @@ domains:
 			{"/v1/%252e%252e/admin", false, "", true},
 			{"/v1/..;/admin", false, "", true},
 			{"/v1/models%", false, "", true},
+			// Invalid UTF-8 (overlong "/" as %c0%af, lone continuation
+			// bytes): some decoders turn it into "/" or "."; refused.
+			{"/v1/x%c0%af..%c0%afadmin", false, "", true},
+			{"/v1/x%c0%ae%c0%ae/admin", false, "", true},
+			{"/v1/%e0%80%afadmin", false, "", true},
+			{"/v1/%80", false, "", true},
+			{"/v1/caf%c3%a9", true, "allowed_paths /v1/*", false}, // valid UTF-8 is fine
+			// Servers that trim trailing dots or spaces (Windows, IIS) see
+			// "/v1/secret." as "/v1/secret": exact denied rules cover them.
+			{"/v1/secret.", false, "denied_paths /v1/secret", false},
+			{"/v1/secret%20", false, "denied_paths /v1/secret", false},
+			{"/v1/secret.%20.", false, "denied_paths /v1/secret", false},
+			{"/v1/secret./", false, "denied_paths /v1/secret", false},
 		},
 		"deny-only.example.com": {
 			{"/anything", true, "", false},
