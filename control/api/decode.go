@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"regexp"
 	"strings"
 	"time"
 
@@ -66,12 +65,6 @@ func jsonError(err error) *apiError {
 	}
 	return errf(http.StatusBadRequest, "invalid_request", "%s", msg)
 }
-
-var (
-	nameRE       = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-	secretNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-	statusRE     = regexp.MustCompile(`^[a-z0-9_-]{0,32}$`)
-)
 
 // Request bodies. Each has a check method, which is what the fuzz tests
 // exercise together with decoding.

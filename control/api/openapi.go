@@ -7,13 +7,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cagent-dev/cagent/connect/wire"
 	"github.com/cagent-dev/cagent/policy"
 )
 
-var pathParamRE = regexp.MustCompile(`\{([a-z_]+)\}`)
+// pathParamRE is compiled on first use: only the OpenAPI document needs it.
+var pathParamRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\{([a-z_]+)\}`) })
 
 // OpenAPI returns the OpenAPI 3.1 document, generated from the route table
 // that also builds the mux, so the two cannot drift apart.
@@ -55,7 +57,7 @@ func (s *Server) OpenAPI() map[string]any {
 			op["x-token-kinds"] = rt.Kinds
 		}
 		var params []any
-		for _, m := range pathParamRE.FindAllStringSubmatch(rt.Pattern, -1) {
+		for _, m := range pathParamRE().FindAllStringSubmatch(rt.Pattern, -1) {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
 		}
 		for _, q := range rt.Query {
@@ -127,7 +129,7 @@ func okStatus(rt Route) string {
 
 func operationID(rt Route) string {
 	p := strings.TrimPrefix(rt.Pattern, v1+"/")
-	p = pathParamRE.ReplaceAllString(p, "by_$1")
+	p = pathParamRE().ReplaceAllString(p, "by_$1")
 	p = strings.NewReplacer("/", "_", "-", "_", ".", "_").Replace(p)
 	return strings.ToLower(rt.Method) + "_" + p
 }

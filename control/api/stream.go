@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"sort"
 	"strconv"
 	"sync"
@@ -389,8 +388,6 @@ func (s *Server) AgentState(ctx context.Context, tenantID, agentID string) (*wir
 	}
 	return &wire.Msg{Type: wire.TypeState, PolicyYAML: string(y), Secrets: secrets, Version: hex.EncodeToString(hash.Sum(nil))[:32]}, nil
 }
-
-var spoolRE = regexp.MustCompile(`^[a-f0-9]{16,64}$`)
 
 // logsOnce is the store's idempotent insert (store.SQL has it).
 type logsOnce interface {
