@@ -27,6 +27,7 @@ type upstream struct {
 	queries atomic.Int32
 	mu      sync.Mutex
 	seen    []string // "name type" of each query
+	options int      // EDNS0 options received, over all queries
 }
 
 func (u *upstream) asked() []string {
@@ -120,6 +121,9 @@ func startUpstream(t testing.TB) *upstream {
 		u.queries.Add(1)
 		u.mu.Lock()
 		u.seen = append(u.seen, strings.ToLower(r.Question[0].Name)+" "+dns.TypeToString[r.Question[0].Qtype])
+		if opt := r.IsEdns0(); opt != nil {
+			u.options += len(opt.Option)
+		}
 		u.mu.Unlock()
 		_ = w.WriteMsg(zone(r))
 	})
