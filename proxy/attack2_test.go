@@ -165,3 +165,40 @@ func TestRequestTrailersNotForwarded(t *testing.T) {
 		t.Fatalf("trailers reached the upstream: %s", body)
 	}
 }
+
+// TestCredentialHeaderTricks: whatever case or number of copies the agent
+// sends of the credential header, the upstream gets exactly the injected
+// value; and TRACE (which servers answer by reflecting the request headers)
+// is refused on credentialed entries, through the alias and intercepted.
+func TestCredentialHeaderTricks(t *testing.T) {
+	e := newEnv(t, credPolicy)
+	u := fmt.Sprintf("https://api.test:%d/v1/models", e.echo.tlsPort)
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header["authorization"] = []string{"Bearer lower"}
+	req.Header["AUTHORIZATION"] = []string{"Bearer upper", "Bearer upper2"}
+	req.Header["Authorization"] = []string{"Bearer canon"}
+	resp, body := e.do(req)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if got := decodeEcho(t, body).Header.Values("Authorization"); len(got) != 1 || got[0] != "Bearer "+testSecret {
+		t.Fatalf("upstream Authorization %q", got)
+	}
+	for _, rawurl := range []string{u, "http://api.devbox.local/v1/models"} {
+		for _, m := range []string{"TRACE", "TRACK"} {
+			req, _ := http.NewRequest(m, rawurl, nil)
+			resp, body := e.do(req)
+			if resp.StatusCode != 403 || strings.Contains(string(body), testSecret) {
+				t.Fatalf("%s %s: %d %s", m, rawurl, resp.StatusCode, body)
+			}
+			if d := decodeDenial(t, resp, body); d.Error != codeMethod {
+				t.Fatalf("%s: %+v", m, d)
+			}
+		}
+	}
+	// Entries without a credential are not affected.
+	req, _ = http.NewRequest("TRACE", fmt.Sprintf("https://other.test:%d/", e.echo.tlsPort), nil)
+	if resp, body := e.do(req); resp.StatusCode != 200 {
+		t.Fatalf("TRACE other: %d %s", resp.StatusCode, body)
+	}
+}

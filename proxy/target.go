@@ -244,6 +244,11 @@ func checkRequest(d *dest, method, escapedPath string) *denial {
 	if !e.MethodAllowed(method) {
 		return deny(codeMethod, 403, "domains "+e.Domain+" read_only", "%s is read-only: only GET, HEAD and OPTIONS are allowed, not %s", e.Domain, method)
 	}
+	if e.Credential != nil && (strings.EqualFold(method, "TRACE") || strings.EqualFold(method, "TRACK")) {
+		// Servers answer TRACE by reflecting the request, injected
+		// credential included.
+		return deny(codeMethod, 403, "domains "+e.Domain+" credential", "%s is not allowed to %s: it would reflect the injected credential", method, e.Domain)
+	}
 	if e.HasPathRules() && dotParamSegment(escapedPath) {
 		return deny(codePath, 403, "domains "+e.Domain+" paths", "the path has a dot segment with parameters (\"..;\"), which servers resolve differently; send it without")
 	}
