@@ -202,3 +202,29 @@ func TestCredentialHeaderTricks(t *testing.T) {
 		t.Fatalf("TRACE other: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestReadOnlyMethodOverride: frameworks that honour method-override headers
+// would turn a GET into a DELETE behind the proxy's back; on read-only
+// entries such headers are refused.
+func TestReadOnlyMethodOverride(t *testing.T) {
+	e := newEnv(t, basicPolicy)
+	for _, h := range []string{"X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "x-http-method-override"} {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://ro.test:%d/x", e.echo.plainPort), nil)
+		req.Header.Set(h, "DELETE")
+		resp, body := e.do(req)
+		if resp.StatusCode != 403 || decodeDenial(t, resp, body).Error != codeMethod {
+			t.Fatalf("%s: %d %s", h, resp.StatusCode, body)
+		}
+	}
+	// A harmless override value and other entries are unaffected.
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://ro.test:%d/x", e.echo.plainPort), nil)
+	req.Header.Set("X-HTTP-Method-Override", "HEAD")
+	if resp, body := e.do(req); resp.StatusCode != 200 {
+		t.Fatalf("HEAD override: %d %s", resp.StatusCode, body)
+	}
+	req, _ = http.NewRequest("GET", fmt.Sprintf("http://echo.test:%d/x", e.echo.plainPort), nil)
+	req.Header.Set("X-HTTP-Method-Override", "DELETE")
+	if resp, body := e.do(req); resp.StatusCode != 200 {
+		t.Fatalf("other entry: %d %s", resp.StatusCode, body)
+	}
+}

@@ -153,6 +153,9 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 		dn = checkUpgrade(d, r.Header)
 	}
 	if dn == nil {
+		dn = checkMethodOverride(d, r.Header)
+	}
+	if dn == nil {
 		if ok, ra := p.limiter.Allow(d.key(), st.pol.RateLimitFor(d.entry)); !ok {
 			dn = deny(codeRateLimited, 429, "rate_limit "+d.key(), "too many requests to %s; retry after %d seconds", a.host, secs(ra))
 			dn.retryAfter = ra

@@ -298,6 +298,28 @@ func checkUpgrade(d *dest, h http.Header) *denial {
 	return nil
 }
 
+// methodOverrideHeaders are honoured by some frameworks to replace the
+// request method.
+var methodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// checkMethodOverride refuses, on read-only entries, a method-override
+// header naming a method the entry does not allow: a framework that honours
+// it would run a DELETE the proxy saw as a GET.
+func checkMethodOverride(d *dest, h http.Header) *denial {
+	e := d.entry
+	if e == nil || !e.ReadOnly {
+		return nil
+	}
+	for _, name := range methodOverrideHeaders {
+		for _, v := range h.Values(name) {
+			if m := strings.ToUpper(strings.TrimSpace(v)); !e.MethodAllowed(m) {
+				return deny(codeMethod, 403, "domains "+e.Domain+" read_only", "%s is read-only: the %s header asks for %s, which is not allowed", e.Domain, name, m)
+			}
+		}
+	}
+	return nil
+}
+
 // upgradeProtocols returns the lowercased protocol names (without
 // versions) of an Upgrade the Connection header asks for; as in
 // net/http/httputil, an Upgrade header Connection does not name is dropped
