@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -180,5 +181,83 @@ domains:
 	}
 	if resp := get("One.exfil.test"); resp.StatusCode != 200 {
 		t.Fatalf("a name already asked for: %d", resp.StatusCode)
+	}
+}
+
+// TestInterceptedUpgradeChecked: inside an intercepted tunnel, an upgrade
+// request passes the path rules like any request, h2c is refused, and the
+// bytes sent after a WebSocket upgrade are charged to the budget.
+func TestInterceptedUpgradeChecked(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", r.Header.Get("Upgrade"))
+		io.Copy(c, brw)
+	}))
+	e := newEnv(t, "domains: []\n")
+	s.TLS = &tls.Config{Certificates: []tls.Certificate{e.pki.server}}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	port := s.Listener.Addr().(*net.TCPAddr).Port
+	e.p.SetPolicy(e.policy(withPort(`
+domains:
+  - domain: wss.test
+    ports: [{RAW}]
+    allow_private: true
+    tls_intercept: true
+    allowed_paths: ["/ws/*"]
+    egress_limit: 16KiB
+`, port)))
+	pool := e.pki.pool.Clone()
+	pool.AppendCertsFromPEM(e.p.CACertPEM())
+	try := func(path, upgrade string) (*http.Response, *bufio.Reader, net.Conn) {
+		c, resp := e.rawConnect(fmt.Sprintf("wss.test:%d", port))
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %d", resp.StatusCode)
+		}
+		tc := tls.Client(c, &tls.Config{ServerName: "wss.test", RootCAs: pool})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(tc, "GET %s HTTP/1.1\r\nHost: wss.test:%d\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", path, port, upgrade)
+		br := bufio.NewReader(tc)
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, br, tc
+	}
+	for _, tc := range []struct {
+		path, upgrade string
+		want          int
+	}{
+		{"/other", "websocket", 403},
+		{"/ws/%2e%2e/other", "websocket", 403},
+		{"/ws/x", "h2c", 403},
+		{"/ws/x", "websocket", 101},
+	} {
+		r, br, c := try(tc.path, tc.upgrade)
+		if r.StatusCode != tc.want {
+			t.Fatalf("%s %s: %d, want %d", tc.path, tc.upgrade, r.StatusCode, tc.want)
+		}
+		if tc.want != 101 {
+			continue
+		}
+		chunk := strings.Repeat("f", 4<<10)
+		got := 0
+		for i := 0; i < 8; i++ {
+			if _, err := io.WriteString(c, chunk); err != nil {
+				break
+			}
+			n, err := io.ReadFull(br, make([]byte, len(chunk)))
+			got += n
+			if err != nil {
+				break
+			}
+		}
+		if got >= 16<<10 {
+			t.Fatalf("%d bytes through a WebSocket with a 16KiB budget", got)
+		}
 	}
 }
