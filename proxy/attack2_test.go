@@ -31,6 +31,10 @@ func rawExchange(t *testing.T, addr, raw string, n int) []*http.Response {
 		if err != nil {
 			t.Fatalf("response %d: %v", i, err)
 		}
+		if resp.StatusCode == http.StatusContinue {
+			i-- // an interim response; the final one follows
+			continue
+		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body = io.NopCloser(strings.NewReader(string(body)))
 		out = append(out, resp)
@@ -226,5 +230,39 @@ func TestReadOnlyMethodOverride(t *testing.T) {
 	req.Header.Set("X-HTTP-Method-Override", "DELETE")
 	if resp, body := e.do(req); resp.StatusCode != 200 {
 		t.Fatalf("other entry: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestBudgetExpectContinueAndChunked: a body announced with Expect:
+// 100-continue, or sent in many small chunks, is charged as it is read and
+// stopped at the budget like any other.
+func TestBudgetExpectContinueAndChunked(t *testing.T) {
+	e := newEnv(t, `
+domains:
+  - domain: echo.test
+    ports: [{PLAIN}]
+    allow_private: true
+    egress_limit: 8KiB
+`)
+	P := e.echo.plainPort
+	body := strings.Repeat("e", 32<<10)
+	resps := rawExchange(t, e.addr, fmt.Sprintf("POST http://echo.test:%d/ HTTP/1.1\r\nHost: echo.test\r\nExpect: 100-continue\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", P, len(body), body), 1)
+	if resps[0].StatusCode != 429 {
+		t.Fatalf("Expect: 100-continue: %d", resps[0].StatusCode)
+	}
+	if used := e.p.budget.Used("echo.test"); used > 8<<10 {
+		t.Fatalf("budget used %d > 8KiB", used)
+	}
+	var chunked strings.Builder
+	for i := 0; i < 4000; i++ {
+		chunked.WriteString("4\r\nabcd\r\n")
+	}
+	chunked.WriteString("0\r\n\r\n")
+	resps = rawExchange(t, e.addr, fmt.Sprintf("POST http://echo.test:%d/ HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n%s", P, chunked.String()), 1)
+	if resps[0].StatusCode != 429 {
+		t.Fatalf("chunked: %d", resps[0].StatusCode)
+	}
+	if used := e.p.budget.Used("echo.test"); used > 8<<10 {
+		t.Fatalf("budget used %d > 8KiB", used)
 	}
 }
