@@ -45,6 +45,13 @@ func TestParseAuthority(t *testing.T) {
 		{"a..b:443", 0, "", 0, false, true},
 		{"", 443, "", 0, false, true},
 		{"api.devbox.local:80", 0, "api.devbox.local", 80, false, false},
+		{"echо.test:443", 0, "", 0, false, true},                               // Cyrillic homoglyph, raw
+		{"example.com..:443", 0, "", 0, false, true},                           // only one trailing dot
+		{"0177.0.0.1:443", 0, "", 0, false, true},                              // octal dotted quad
+		{"1.2.3.4.5:443", 0, "", 0, false, true},                               // numeric last label
+		{"[::ffff:169.254.169.254]:80", 0, "169.254.169.254", 80, true, false}, // unmapped, then refused as metadata
+		{"example.com:443:443", 0, "", 0, false, true},
+		{"example.com:44 3", 0, "", 0, false, true},
 	}
 	for _, c := range cases {
 		a, err := parseAuthority(c.in, c.defPort)
