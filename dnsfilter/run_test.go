@@ -1,8 +1,8 @@
 package dnsfilter
 
 import (
-	"bytes"
 	"context"
+	"github.com/cagent-dev/cagent/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -18,24 +18,6 @@ import (
 	"github.com/cagent-dev/cagent/audit"
 )
 
-// syncBuffer is a goroutine-safe bytes.Buffer for logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRun(t *testing.T) {
 	up := startUpstream(t)
 	dir := t.TempDir()
@@ -46,7 +28,7 @@ func TestRun(t *testing.T) {
 	addrs := map[string]string{}
 	var mu sync.Mutex
 	listening := make(chan struct{})
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -208,7 +190,7 @@ func TestRunAuditToStdout(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "cagent.yaml")
 	os.WriteFile(cfgPath, []byte("dns: {answer: upstream}\ndomains: [{domain: allowed.test}]\n"), 0o600)
-	stdout := &syncBuffer{}
+	stdout := &testutil.SyncBuffer{}
 	udp := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

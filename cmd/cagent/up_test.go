@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,24 +48,6 @@ func TestAdminTokenRotate(t *testing.T) {
 	if strings.TrimSpace(out2) == tok {
 		t.Error("rotate returned the same token")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the command's writes and our reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestUpServesAdminUIAndCleansUp(t *testing.T) {
@@ -124,7 +105,7 @@ admin: %s
 sandbox: {runtime: runc, workspace: %s/ws, subnet_pool: 10.209.80.0/20}
 `, admin, dir)), 0o644)
 	root := newRoot()
-	var errOut syncBuffer
+	var errOut testutil.SyncBuffer
 	root.SetArgs([]string{"up", "--config", cfg, "--state-dir", filepath.Join(dir, "state"), "--log-level", "error"})
 	root.SetOut(&errOut)
 	root.SetErr(&errOut)
