@@ -3,9 +3,8 @@ package connect_test
 import (
 	"context"
 	"fmt"
+	"github.com/cagent-dev/cagent/connect/connecttest"
 	"io"
-	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -34,40 +33,7 @@ func startConnectedDaemon(t *testing.T, cpURL, token string, now func() time.Tim
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "runc")
 	testutil.RequireCommand(t, "curl")
-	in := fakeinet.Start(t, fakeinet.Options{})
-	dir := t.TempDir()
-	ws := filepath.Join(dir, "ws")
-	if err := os.Mkdir(ws, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(ws, 0o777)
-	baseYAML := fmt.Sprintf("dns:\n  upstream: [%s]\nsandbox:\n  runtime: runc\n  workspace: %s\n  subnet_pool: 10.209.112.0/20\n", in.DNS, ws)
-	c, err := connect.New(connect.Config{URL: cpURL, Token: token, BasePath: writeBase(t, dir, baseYAML), StateDir: filepath.Join(dir, "state"),
-		Heartbeat: time.Second, BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(daemon.Config{PolicyPath: c.PolicyPath(), StateDir: filepath.Join(dir, "state"), Agent: "box-1",
-		Upstreams: []netip.AddrPort{in.DNS}, RootCAs: in.CAPool, HealthInterval: 100 * time.Millisecond, Audit: c, Secrets: c})
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := d.Boot(ctx); err != nil {
-		cancel()
-		d.Close()
-		c.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx, d) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		d.Close()
-		c.Close()
-	})
+	d, c, in := connecttest.Start(t, connecttest.Options{URL: cpURL, Token: token, SubnetPool: "10.209.112.0/20", Now: now})
 	cd := &connectedDaemon{t: t, d: d, c: c, in: in}
 	waitFor(t, "sandbox running", 60*time.Second, func() bool {
 		for _, comp := range d.Status(context.Background()).Components {

@@ -3,20 +3,16 @@ package controlui_test
 import (
 	"bytes"
 	"context"
-	"fmt"
+	"github.com/cagent-dev/cagent/connect/connecttest"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cagent-dev/cagent/adminui"
-	"github.com/cagent-dev/cagent/connect"
 	"github.com/cagent-dev/cagent/control"
 	"github.com/cagent-dev/cagent/controlui"
 	"github.com/cagent-dev/cagent/daemon"
@@ -105,34 +101,7 @@ func TestUIServesAppWithStrictHeaders(t *testing.T) {
 // with a runc sandbox and a fake internet, managed by a connect.Client.
 func connectedDataPlane(t *testing.T, cpURL, token string) (*daemon.Daemon, *fakeinet.Internet) {
 	t.Helper()
-	in := fakeinet.Start(t, fakeinet.Options{})
-	dir := t.TempDir()
-	ws := filepath.Join(dir, "ws")
-	os.Mkdir(ws, 0o777)
-	os.Chmod(ws, 0o777)
-	base := filepath.Join(dir, "cagent.yaml")
-	os.WriteFile(base, []byte(fmt.Sprintf("dns:\n  upstream: [%s]\nsandbox:\n  runtime: runc\n  workspace: %s\n  subnet_pool: 10.209.128.0/20\n", in.DNS, ws)), 0o600)
-	c, err := connect.New(connect.Config{URL: cpURL, Token: token, BasePath: base, StateDir: filepath.Join(dir, "state"),
-		Heartbeat: time.Second, BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(daemon.Config{PolicyPath: c.PolicyPath(), StateDir: filepath.Join(dir, "state"), Agent: "box-1",
-		Upstreams: []netip.AddrPort{in.DNS}, RootCAs: in.CAPool, HealthInterval: 100 * time.Millisecond, Audit: c, Secrets: c})
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := d.Boot(ctx); err != nil {
-		cancel()
-		d.Close()
-		c.Close()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx, d) }()
-	t.Cleanup(func() { cancel(); <-done; d.Close(); c.Close() })
+	d, _, in := connecttest.Start(t, connecttest.Options{URL: cpURL, Token: token, SubnetPool: "10.209.128.0/20"})
 	return d, in
 }
 
