@@ -23,8 +23,6 @@ var app = func() *webui.App {
 	return webui.New(sub, notBuiltPage)
 }()
 
-func uiBuilt() bool { return app.Built() }
-
 const notBuiltPage = `<!doctype html><meta charset="utf-8"><title>Cagent admin</title>
 <body style="font-family:sans-serif;max-width:40em;margin:4em auto">
 <h1>The admin UI was not built into this binary</h1>
@@ -34,4 +32,4 @@ const notBuiltPage = `<!doctype html><meta charset="utf-8"><title>Cagent admin</
 func uiHandler() http.Handler { return app }
 
 // UIBuilt reports whether the web UI was built into this binary.
-func UIBuilt() bool { return uiBuilt() }
+func UIBuilt() bool { return app.Built() }

@@ -436,7 +436,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		Status
 		Policy policyStatus `json:"policy"`
 		UI     bool         `json:"ui_built"`
-	}{st, s.policyStatus(), uiBuilt()})
+	}{st, s.policyStatus(), UIBuilt()})
 }
 
 func (s *Server) sandboxAction(w http.ResponseWriter, r *http.Request) {

@@ -753,7 +753,7 @@ func TestUIServed(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if uiBuilt() {
+	if UIBuilt() {
 		if resp.StatusCode != 200 || !strings.Contains(string(body), "<div id=\"app\">") {
 			t.Errorf("index: %d %s", resp.StatusCode, body)
 		}
