@@ -56,17 +56,17 @@ func FuzzName(f *testing.F) {
 			}
 		}
 		for _, label := range strings.Split(name, ".") {
-			e := Entropy(label)
+			e := policy.LabelEntropy(label)
 			if e < 0 || e > 8 || math.IsNaN(e) {
 				tt.Fatalf("Entropy(%q) = %v", label, e)
 			}
 			if len(label) > 0 && e > math.Log2(float64(len(label)))+1e-9 {
 				tt.Fatalf("Entropy(%q) = %v exceeds log2(len)", label, e)
 			}
-			if u := Entropy(asciiUpper(label)); math.Abs(u-e) > 1e-9 {
+			if u := policy.LabelEntropy(asciiUpper(label)); math.Abs(u-e) > 1e-9 {
 				tt.Fatalf("entropy depends on case: %q %v vs %v", label, e, u)
 			}
-			if host != "" && len(label) >= minEntropyLabel && e > t.MaxEntropy && !bad {
+			if host != "" && len(label) >= policy.MinEntropyLabel && e > t.MaxEntropy && !bad {
 				tt.Fatalf("%q: high-entropy label %q passed", name, label)
 			}
 		}

@@ -2,14 +2,9 @@ package dnsfilter
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/cagent-dev/cagent/policy"
 )
-
-// minEntropyLabel is the shortest label the entropy check looks at: shorter
-// labels carry too few characters for the estimate to mean anything.
-const minEntropyLabel = 16
 
 // wireLabels returns the lengths of the labels of name (presentation format
 // as miekg/dns produces it, with \DDD and \X escapes) as they are on the wire,
@@ -59,32 +54,6 @@ func wireLabels(name string, dst []int) (labels []int, nameLen int, ok bool) {
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-// Entropy is the Shannon entropy of s in bits per character, case-folded so
-// that 0x20 randomization of a query name does not inflate it.
-func Entropy(s string) float64 {
-	if len(s) == 0 {
-		return 0
-	}
-	var counts [256]int
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		counts[c]++
-	}
-	n := float64(len(s))
-	h := 0.0
-	for _, k := range counts {
-		if k == 0 {
-			continue
-		}
-		p := float64(k) / n
-		h -= p * math.Log2(p)
-	}
-	return h
-}
-
 // tunnelVerdict is why a name looks like a tunnel; zero when it does not.
 type tunnelVerdict struct {
 	rule   string // the policy setting that refused it
@@ -117,22 +86,8 @@ func checkTunnel(name, host string, t *policy.Tunneling) (tunnelVerdict, bool) {
 	if host == "" {
 		return tunnelVerdict{}, false
 	}
-	start := 0
-	for i := 0; i <= len(host); i++ {
-		if i < len(host) && host[i] != '.' {
-			continue
-		}
-		label := host[start:i]
-		start = i + 1
-		if len(label) < minEntropyLabel {
-			continue
-		}
-		if h := Entropy(label); h > t.MaxEntropy {
-			return tunnelVerdict{
-				rule:   "dns.tunneling.max_entropy",
-				reason: fmt.Sprintf("label %q looks random (entropy %.2f bits per character, over the limit of %.2f; possible DNS tunnelling)", label, h, t.MaxEntropy),
-			}, true
-		}
+	if rule, reason, bad := t.CheckEntropy(host); bad {
+		return tunnelVerdict{rule: rule, reason: reason}, true
 	}
 	return tunnelVerdict{}, false
 }

@@ -6,9 +6,9 @@ import (
 	"strings"
 )
 
-// minEntropyLabel is the shortest label CheckHost estimates the entropy of:
+// MinEntropyLabel is the shortest label whose entropy is estimated:
 // shorter labels carry too few characters for the estimate to mean anything.
-const minEntropyLabel = 16
+const MinEntropyLabel = 16
 
 // CheckHost applies the per-name tunnelling heuristics (label length, name
 // length, entropy) to a host in NormalizeHost's form. The proxy uses it for
@@ -23,17 +23,38 @@ func (t *Tunneling) CheckHost(host string) (rule, reason string, bad bool) {
 		if t.MaxLabelLength > 0 && len(label) > t.MaxLabelLength {
 			return "dns.tunneling.max_label_length", fmt.Sprintf("a label is %d characters long, over the limit of %d (possible DNS tunnelling)", len(label), t.MaxLabelLength), true
 		}
-		if t.MaxEntropy > 0 && len(label) >= minEntropyLabel {
-			if h := labelEntropy(label); h > t.MaxEntropy {
-				return "dns.tunneling.max_entropy", fmt.Sprintf("label %q looks random (entropy %.2f bits per character, over the limit of %.2f; possible DNS tunnelling)", label, h, t.MaxEntropy), true
-			}
+	}
+	return t.CheckEntropy(host)
+}
+
+// CheckEntropy refuses a host (NormalizeHost's form) with a label of
+// MinEntropyLabel or more characters whose entropy exceeds MaxEntropy. The
+// DNS filter calls it on every query, so it does not allocate unless it
+// refuses.
+func (t *Tunneling) CheckEntropy(host string) (rule, reason string, bad bool) {
+	if t.MaxEntropy <= 0 {
+		return "", "", false
+	}
+	start := 0
+	for i := 0; i <= len(host); i++ {
+		if i < len(host) && host[i] != '.' {
+			continue
+		}
+		label := host[start:i]
+		start = i + 1
+		if len(label) < MinEntropyLabel {
+			continue
+		}
+		if h := LabelEntropy(label); h > t.MaxEntropy {
+			return "dns.tunneling.max_entropy", fmt.Sprintf("label %q looks random (entropy %.2f bits per character, over the limit of %.2f; possible DNS tunnelling)", label, h, t.MaxEntropy), true
 		}
 	}
 	return "", "", false
 }
 
-// labelEntropy is the Shannon entropy of s in bits per character, case-folded.
-func labelEntropy(s string) float64 {
+// LabelEntropy is the Shannon entropy of s in bits per character, case-folded
+// so that 0x20 randomization of a query name does not inflate it.
+func LabelEntropy(s string) float64 {
 	var counts [256]int
 	for i := 0; i < len(s); i++ {
 		c := s[i]
