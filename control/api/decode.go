@@ -165,7 +165,30 @@ func (r *policyReq) check() (policy.Domain, *apiError) {
 	if err := p.Validate(); err != nil {
 		return d, policyErr(err)
 	}
+	if err := hostCredentialErr(&p.Domains[0]); err != nil {
+		return d, err
+	}
 	return p.Domains[0], nil
+}
+
+// hostCredentialErr refuses credentials whose value comes from the data
+// plane's host (credential.env, credential.file): through the control
+// plane they would let a tenant admin, or whoever holds a superadmin
+// token, make a data plane read any of its environment variables (its
+// agent token among them) or files and send them to a domain of their
+// choosing. Control-plane credentials name a secret of the tenant.
+func hostCredentialErr(d *policy.Domain) *apiError {
+	c := d.Credential
+	if c == nil {
+		return nil
+	}
+	for _, f := range []struct{ name, v string }{{"env", c.Env}, {"file", c.File}} {
+		if f.v != "" {
+			return &apiError{status: http.StatusBadRequest, code: "invalid_policy", field: "entry.credential." + f.name,
+				msg: "entry.credential." + f.name + ": the control plane sends credentials from its secrets only; use secret: NAME"}
+		}
+	}
+	return nil
 }
 
 // policyErr turns policy validation errors into a 400 naming the field.

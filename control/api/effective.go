@@ -54,6 +54,17 @@ func (s *Server) EffectivePolicy(ctx context.Context, tenantID, agentID string) 
 	if err != nil {
 		return nil, err
 	}
+	// Rows stored before host credential sources were refused (or written
+	// by hand) never reach a data plane: fail closed for those domains.
+	kept := ds[:0]
+	for i := range ds {
+		if hostCredentialErr(&ds[i]) != nil {
+			s.log.Error("stored policy entry takes its credential from the data plane's host; left out", "tenant", tenantID, "agent", agentID, "domain", ds[i].Domain)
+			continue
+		}
+		kept = append(kept, ds[i])
+	}
+	ds = kept
 	p := &policy.Policy{Domains: ds}
 	if err := p.Validate(); err != nil {
 		// Entries were valid when written; a newer policy package may be
