@@ -25,8 +25,17 @@ func mergePolicy(base, cpYAML []byte, url string) ([]byte, *policy.Policy, error
 	}
 	domains := []any{}
 	if len(cpYAML) > 0 {
-		if _, err := policy.Parse("control plane policy", cpYAML); err != nil {
+		cpp, err := policy.Parse("control plane policy", cpYAML)
+		if err != nil {
 			return nil, nil, err
+		}
+		// Credentials from the control plane come from its secrets only:
+		// env: and file: would let it read this host's environment and
+		// files (the agent token among them) and send them upstream.
+		for _, d := range cpp.Domains {
+			if c := d.Credential; c != nil && (c.Env != "" || c.File != "") {
+				return nil, nil, fmt.Errorf("control plane policy: domain %s: credential from env or file refused; the control plane may only use secret:", d.Domain)
+			}
 		}
 		var cp map[string]any
 		if err := yaml.Unmarshal(cpYAML, &cp); err != nil {
