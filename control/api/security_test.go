@@ -71,3 +71,40 @@ func TestHostCredentialSourcesRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestDeletedTenantTokensRefused: deleting a tenant disables the tokens
+// and agents it has at that moment, but a token or agent created by a
+// request that passed authorization just before the deletion committed
+// (no foreign key stops it) would be created enabled. Authentication must
+// itself refuse every token of a deleted tenant.
+func TestDeletedTenantTokensRefused(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		a := e.tenant("alpha")
+		e.must(201, e.do("POST", a.path("/policies"), a.admin, map[string]any{"entry": map[string]any{"domain": "a.example"}}))
+		e.must(204, e.do("DELETE", "/api/v1/tenants/"+a.id, e.super, nil))
+		// What the racing requests would have written after the deletion.
+		ctx, now := context.Background(), e.clock.Now()
+		if err := e.st.CreateAgent(ctx, store.Agent{ID: "late-agent", TenantID: a.id, Name: "late", CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		toks := map[string]string{}
+		for _, k := range []struct{ kind, agent string }{{store.KindAdmin, ""}, {store.KindDev, ""}, {store.KindAgent, "late-agent"}} {
+			tok, _ := e.hasher.NewToken()
+			if err := e.st.CreateToken(ctx, store.Token{ID: tok.ID, TenantID: a.id, Kind: k.kind, AgentID: k.agent, Name: "late", Salt: tok.Salt, Hash: tok.Hash, CreatedAt: now}); err != nil {
+				t.Fatal(err)
+			}
+			toks[k.kind] = tok.Plain
+		}
+		for kind, tok := range toks {
+			if r := e.do("GET", "/api/v1/whoami", tok, nil); r.status != 401 {
+				t.Errorf("%s token of a deleted tenant: whoami %d %s", kind, r.status, r.body)
+			}
+		}
+		if r := e.do("GET", "/api/v1/agent/policy", toks[store.KindAgent], nil); r.status != 401 {
+			t.Errorf("agent of a deleted tenant reads its policy: %d %s", r.status, r.body)
+		}
+		// Superadmin tokens have no tenant and are unaffected.
+		e.must(200, e.do("GET", "/api/v1/whoami", e.super, nil))
+	})
+}

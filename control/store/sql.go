@@ -394,7 +394,8 @@ func (s *SQL) GetTokenForAuth(ctx context.Context, id string) (Token, error) {
 	err := s.queryRow(ctx, `SELECT t.id, t.tenant_id, t.kind, t.name, t.agent_id, t.salt, t.hash, t.disabled, t.expires_at, t.created_at,
 		CASE WHEN a.id IS NOT NULL AND a.disabled = 0 THEN 1 ELSE 0 END,
 		CASE WHEN a.id IS NOT NULL AND EXISTS (SELECT 1 FROM commands c WHERE c.agent_id = a.id AND c.tenant_id = a.tenant_id AND c.done = 0) THEN 1 ELSE 0 END
-		FROM tokens t LEFT JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id WHERE t.id = ?`, id).
+		FROM tokens t LEFT JOIN agents a ON a.id = t.agent_id AND a.tenant_id = t.tenant_id WHERE t.id = ?
+		AND ((t.tenant_id = '' AND t.kind = 'superadmin') OR EXISTS (SELECT 1 FROM tenants tn WHERE tn.id = t.tenant_id AND tn.deleted = 0))`, id).
 		Scan(&t.ID, &t.TenantID, &t.Kind, &t.Name, &t.AgentID, &t.Salt, &t.Hash, &dis, &exp, &c, &active, &open)
 	t.Disabled, t.ExpiresAt, t.CreatedAt, t.AgentActive, t.OpenCommand = dis != 0, fromNS(exp), fromNS(c), active != 0, open != 0
 	return t, mapErr(err)

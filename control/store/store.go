@@ -195,7 +195,10 @@ type Store interface {
 
 	CreateToken(ctx context.Context, t Token) error
 	// GetTokenForAuth loads any token by id, for authentication only,
-	// with AgentActive and OpenCommand set, in one query.
+	// with AgentActive and OpenCommand set, in one query. A token of a
+	// deleted tenant (or a tenant-less token that is not a superadmin's)
+	// is ErrNotFound: deleting a tenant disables its tokens, but one
+	// created by a request racing the deletion would otherwise work.
 	GetTokenForAuth(ctx context.Context, id string) (Token, error)
 	GetToken(ctx context.Context, tenantID, id string) (Token, error)
 	ListTokens(ctx context.Context, tenantID string) ([]Token, error)

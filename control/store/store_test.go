@@ -74,8 +74,15 @@ func TestTenantsAndTokens(t *testing.T) {
 		mustNil(t, s.DeleteTenant(ctx, "ta"))
 		_, err = s.GetTenant(ctx, "ta")
 		wantErr(t, err, store.ErrNotFound)
-		tok, err = s.GetTokenForAuth(ctx, "k1")
+		tok, err = s.GetToken(ctx, "ta", "k1")
 		mustNil(t, err)
+		// And authentication no longer finds its tokens at all, so one
+		// created by a request racing the deletion does not work either.
+		_, err = s.GetTokenForAuth(ctx, "k1")
+		wantErr(t, err, store.ErrNotFound)
+		mustNil(t, s.CreateToken(ctx, store.Token{ID: "late", TenantID: "ta", Kind: store.KindAdmin, Name: "x", Salt: "s", Hash: "h", CreatedAt: t0}))
+		_, err = s.GetTokenForAuth(ctx, "late")
+		wantErr(t, err, store.ErrNotFound)
 		a, err := s.GetAgent(ctx, "ta", "ag")
 		mustNil(t, err)
 		if !tok.Disabled || !a.Disabled {
