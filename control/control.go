@@ -57,6 +57,10 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	Rate           rate.Limit
 	Burst          int
+	// AuthFailLimit and AuthFailWindow throttle failed token attempts per
+	// source address (api.Config; defaults 20 per minute, negative: off).
+	AuthFailLimit  int
+	AuthFailWindow time.Duration
 	LogRetention   time.Duration
 
 	Logger *slog.Logger
@@ -155,6 +159,7 @@ func Open(ctx context.Context, cfg *Config) (*api.Server, *store.SQL, error) {
 			return kr, err
 		},
 		TrustedProxies: cfg.TrustedProxies, Rate: cfg.Rate, Burst: cfg.Burst,
+		AuthFailLimit: cfg.AuthFailLimit, AuthFailWindow: cfg.AuthFailWindow,
 		Notify: func(tenantID, agentID string) {
 			hub.Notify(tenantID, agentID)
 			if notify != nil {

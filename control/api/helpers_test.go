@@ -60,7 +60,7 @@ func newEnv(t testing.TB, dsn string, opts ...option) *env {
 	key := bytes.Repeat([]byte{7}, 32)
 	e.hasher, _ = keys.NewHasher(key)
 	e.kr, _ = keys.NewKeyring()
-	cfg := api.Config{Store: st, Hasher: e.hasher, Keyring: e.kr, Now: e.clock.Now, Rate: 1e6, Burst: 1e6,
+	cfg := api.Config{Store: st, Hasher: e.hasher, Keyring: e.kr, Now: e.clock.Now, Rate: 1e6, Burst: 1e6, AuthFailLimit: 1e6,
 		Notify: func(tenant, agent string) {
 			e.mu.Lock()
 			e.notices = append(e.notices, tenant+"/"+agent)

@@ -43,7 +43,7 @@ func (s *Server) enroll(c *call, ca *agentca.CA) error {
 		c.w.Header().Set("Allow", http.MethodPost)
 		return errf(http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
 	}
-	p, err := s.authenticate(r.Context(), r)
+	p, err := s.authn(c)
 	if err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func (s *Server) RequireAgentCert(next http.Handler) http.Handler {
 			return
 		}
 		c := &call{w: w, r: r, s: s, rid: newRequestID(), client: s.clientAddr(r)}
-		p, err := s.authenticate(r.Context(), r)
+		p, err := s.authn(c)
 		if err == nil {
 			err = checkAgentCert(r, p)
 		}

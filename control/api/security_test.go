@@ -6,10 +6,17 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cagent-dev/cagent/connect/wire"
+	"github.com/cagent-dev/cagent/control/api"
 	"github.com/cagent-dev/cagent/control/store"
+	"github.com/coder/websocket"
 )
 
 // TestHostCredentialSourcesRefused: a credential taking its value from an
@@ -106,5 +113,85 @@ func TestDeletedTenantTokensRefused(t *testing.T) {
 		}
 		// Superadmin tokens have no tenant and are unaffected.
 		e.must(200, e.do("GET", "/api/v1/whoami", e.super, nil))
+	})
+}
+
+func failLimit(n int, window time.Duration) option {
+	return func(c *api.Config) { c.AuthFailLimit, c.AuthFailWindow = n, window }
+}
+
+// TestFailedAuthThrottledPerAddress: failed token attempts are counted per
+// source address (IPv4 address, IPv6 /64) in a fixed window; past the
+// limit every attempt from there is refused with 429 before the token is
+// looked at, so the answer no longer depends on the token. Other
+// addresses, and requests carrying no token at all, are not affected.
+func TestFailedAuthThrottledPerAddress(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn, trusted("127.0.0.1/32"), failLimit(5, time.Minute))
+		a := e.tenant("alpha")
+		bad := a.admin[:len(a.admin)-2] + "xx"
+		from := func(addr string) []string { return []string{"X-Forwarded-For", addr} }
+		for i := 0; i < 5; i++ {
+			e.must(401, e.do("GET", "/api/v1/whoami", bad, nil, from("198.51.100.1")...))
+		}
+		for _, tok := range []string{bad, a.admin, e.super} {
+			r := e.must(429, e.do("GET", "/api/v1/whoami", tok, nil, from("198.51.100.1")...))
+			ra, err := strconv.Atoi(r.header.Get("Retry-After"))
+			if r.json(t)["error"] != "rate_limited" || err != nil || ra < 1 || ra > 60 {
+				t.Fatalf("throttled answer: %v %s", r.header, r.body)
+			}
+		}
+		// Every authenticated route shares the count.
+		e.must(429, e.do("GET", a.path("/agents"), a.admin, nil, from("198.51.100.1")...))
+		// Another address is unaffected, and so are requests without a token.
+		e.must(200, e.do("GET", "/api/v1/whoami", a.admin, nil, from("198.51.100.2")...))
+		for i := 0; i < 10; i++ {
+			e.must(401, e.do("GET", "/api/v1/whoami", "", nil, from("198.51.100.3")...))
+		}
+		e.must(200, e.do("GET", "/api/v1/whoami", a.dev, nil, from("198.51.100.3")...))
+		// IPv6 counts per /64: the neighbour in the /64 is throttled, the
+		// next /64 is not.
+		for i := 0; i < 5; i++ {
+			e.must(401, e.do("GET", "/api/v1/whoami", bad, nil, from("2001:db8:1:2::1")...))
+		}
+		e.must(429, e.do("GET", "/api/v1/whoami", a.admin, nil, from("2001:db8:1:2:ffff::9")...))
+		e.must(200, e.do("GET", "/api/v1/whoami", a.admin, nil, from("2001:db8:1:3::1")...))
+		// Public routes stay reachable.
+		e.must(200, e.do("GET", "/api/v1/healthz", "", nil, from("198.51.100.1")...))
+		// The window passes: the address may try again.
+		e.clock.Add(time.Minute)
+		e.must(200, e.do("GET", "/api/v1/whoami", a.admin, nil, from("198.51.100.1")...))
+	})
+}
+
+// TestFailedAuthThrottlesTheStream: the agent stream counts and honours
+// failed attempts like the REST routes (here every client is 127.0.0.1).
+func TestFailedAuthThrottlesTheStream(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		hub := api.NewHub()
+		e := newEnv(t, dsn, failLimit(3, time.Minute), func(c *api.Config) { c.Notify = hub.Notify })
+		hs := httptest.NewServer(e.srv.StreamHandler(hub, api.StreamOptions{}))
+		t.Cleanup(func() { hub.Close(); hs.Close() })
+		s := &streamEnv{env: e, hub: hub, url: hs.URL + wire.Path}
+		a := e.tenant("alpha")
+		bad := a.agent[:len(a.agent)-2] + "xx"
+		for i := 0; i < 3; i++ {
+			if _, code := s.dial(bad); code != http.StatusUnauthorized {
+				t.Fatalf("bad token: %d", code)
+			}
+		}
+		if _, code := s.dial(a.agent); code != http.StatusTooManyRequests {
+			t.Fatalf("good token from a throttled address: %d", code)
+		}
+		e.must(429, e.do("GET", "/api/v1/agent/policy", a.agent, nil))
+		e.clock.Add(time.Minute)
+		c, code := s.dial(a.agent)
+		if code != http.StatusSwitchingProtocols {
+			t.Fatalf("after the window: %d", code)
+		}
+		if m := readType(t, c, wire.TypeState); m.Type != wire.TypeState {
+			t.Fatalf("first message %+v", m)
+		}
+		c.Close(websocket.StatusNormalClosure, "")
 	})
 }

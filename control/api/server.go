@@ -54,6 +54,14 @@ type Config struct {
 	// Rate and Burst bound each token's request rate (429 beyond).
 	Rate  rate.Limit
 	Burst int
+	// AuthFailLimit failed token attempts from one source address (an
+	// IPv4 address or IPv6 /64) within AuthFailWindow make every token
+	// attempt from there answer 429 until the window ends; AuthFailTrack
+	// bounds the sources counted per window. Defaults: 20 per minute,
+	// 65536 sources. A negative AuthFailLimit turns the throttle off.
+	AuthFailLimit  int
+	AuthFailWindow time.Duration
+	AuthFailTrack  int
 	// OnlineWindow: an agent is online while its last heartbeat is younger.
 	OnlineWindow time.Duration
 	MaxLogBatch  int
@@ -82,6 +90,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Burst == 0 {
 		c.Burst = DefaultBurst
+	}
+	if c.AuthFailLimit == 0 {
+		c.AuthFailLimit = DefaultAuthFailLimit
+	}
+	if c.AuthFailWindow <= 0 {
+		c.AuthFailWindow = DefaultAuthFailWindow
+	}
+	if c.AuthFailTrack <= 0 {
+		c.AuthFailTrack = DefaultAuthFailTrack
 	}
 	if c.OnlineWindow == 0 {
 		c.OnlineWindow = DefaultOnlineWindow
@@ -118,6 +135,8 @@ type Server struct {
 	mu       sync.Mutex
 	limiters map[string]*limiter
 	calls    int
+
+	fails *failCounter // nil: failed token attempts are not throttled
 }
 
 type limiter struct {
@@ -133,6 +152,9 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, st: cfg.Store, log: cfg.Logger, limiters: map[string]*limiter{},
 		hbBuf: map[hbKey]store.HeartbeatUpdate{}, hbStop: make(chan struct{}), hbDone: make(chan struct{})}
 	s.keyring.Store(cfg.Keyring)
+	if cfg.AuthFailLimit > 0 {
+		s.fails = newFailCounter(cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthFailTrack)
+	}
 	s.routes = s.buildRoutes()
 	s.mux = http.NewServeMux()
 	for _, rt := range s.routes {
@@ -407,7 +429,7 @@ func (s *Server) authorize(c *call, rt Route) error {
 		return nil
 	}
 	ctx := c.r.Context()
-	p, err := s.authenticate(ctx, c.r)
+	p, err := s.authn(c)
 	if err != nil {
 		return err
 	}

@@ -191,7 +191,7 @@ func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 			c.fail(errf(http.StatusMethodNotAllowed, "method_not_allowed", "use GET"))
 			return
 		}
-		p, err := s.authenticate(r.Context(), r)
+		p, err := s.authn(c)
 		if err != nil {
 			c.fail(err)
 			return
