@@ -6,6 +6,7 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -194,4 +195,58 @@ func TestFailedAuthThrottlesTheStream(t *testing.T) {
 		}
 		c.Close(websocket.StatusNormalClosure, "")
 	})
+}
+
+// TestStreamsPerAgentBounded: one agent token could open any number of
+// streams (each one a goroutine, a connection and a state recomputation
+// every resync), a load every tenant shares. A data plane needs one, two
+// while a dead connection is not yet noticed: past StreamOptions.
+// MaxPerAgent the oldest stream of that agent is closed, so a reconnecting
+// data plane is never refused. Other agents' streams are not touched.
+func TestStreamsPerAgentBounded(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		hub := api.NewHub()
+		e := newEnv(t, dsn, func(c *api.Config) { c.Notify = hub.Notify })
+		hs := httptest.NewServer(e.srv.StreamHandler(hub, api.StreamOptions{MaxPerAgent: 2}))
+		t.Cleanup(func() { hub.Close(); hs.Close() })
+		s := &streamEnv{env: e, hub: hub, url: hs.URL + wire.Path}
+		a, b := e.tenant("alpha"), e.tenant("beta")
+		other, _ := s.dial(b.agent)
+		readType(t, other, wire.TypeState)
+		var conns []*websocket.Conn
+		for i := 0; i < 5; i++ {
+			c, code := s.dial(a.agent)
+			if code != http.StatusSwitchingProtocols {
+				t.Fatalf("stream %d: %d", i, code)
+			}
+			readType(t, c, wire.TypeState)
+			conns = append(conns, c)
+		}
+		// The three oldest were closed, with a reason.
+		for i, c := range conns[:3] {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _, err := c.Read(ctx)
+			cancel()
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "newer") {
+				t.Fatalf("stream %d: %v", i, err)
+			}
+		}
+		waitUntil(t, func() bool { return hub.Count() == 3 })
+		// The two newest and the other agent's stream still work.
+		for _, c := range append(conns[3:], other) {
+			write(t, c, wire.Msg{Type: wire.TypeHeartbeat, Status: "running"})
+			readType(t, c, wire.TypeHeartbeatAck)
+		}
+	})
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

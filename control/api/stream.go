@@ -26,6 +26,7 @@ type Hub struct {
 	mu     sync.Mutex
 	subs   map[string]map[*streamSub]struct{} // by tenant
 	closed bool
+	seq    uint64
 	relay  Relay
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -34,7 +35,11 @@ type Hub struct {
 
 type streamSub struct {
 	agent string
+	seq   uint64
 	wake  chan struct{}
+	// gone is closed when a newer stream of the same agent replaced this
+	// one (MaxPerAgent).
+	gone chan struct{}
 }
 
 // NewHub returns an empty hub.
@@ -140,8 +145,12 @@ func (h *Hub) Count() int {
 	return n
 }
 
-func (h *Hub) subscribe(tenantID, agentID string) *streamSub {
-	s := &streamSub{agent: agentID, wake: make(chan struct{}, 1)}
+// subscribe registers a stream of agentID. When the agent already has max
+// streams here, the oldest are told to end (gone) and forgotten, so that
+// one agent token cannot hold any number of connections, yet a data plane
+// reconnecting before its old connection is noticed dead is never refused.
+func (h *Hub) subscribe(tenantID, agentID string, max int) *streamSub {
+	s := &streamSub{agent: agentID, wake: make(chan struct{}, 1), gone: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -150,7 +159,23 @@ func (h *Hub) subscribe(tenantID, agentID string) *streamSub {
 	if h.subs[tenantID] == nil {
 		h.subs[tenantID] = map[*streamSub]struct{}{}
 	}
-	h.subs[tenantID][s] = struct{}{}
+	m := h.subs[tenantID]
+	var same []*streamSub
+	for o := range m {
+		if o.agent == agentID {
+			same = append(same, o)
+		}
+	}
+	if max > 0 && len(same) >= max {
+		sort.Slice(same, func(i, j int) bool { return same[i].seq < same[j].seq })
+		for _, o := range same[:len(same)-max+1] {
+			close(o.gone)
+			delete(m, o)
+		}
+	}
+	h.seq++
+	s.seq = h.seq
+	m[s] = struct{}{}
 	return s
 }
 
@@ -171,7 +196,17 @@ type StreamOptions struct {
 	// VerifyPeer, if set, is called with the request before the upgrade
 	// (the mTLS check); a non-nil error refuses the connection with 403.
 	VerifyPeer func(r *http.Request, p Principal) error
+	// MaxPerAgent bounds one agent's streams on this replica (default
+	// DefaultMaxStreamsPerAgent): a new stream past it closes the oldest.
+	MaxPerAgent int
 }
+
+// DefaultMaxStreamsPerAgent: a data plane holds one stream, two while a
+// dead connection is not yet noticed.
+const DefaultMaxStreamsPerAgent = 2
+
+// errReplaced ends a stream that a newer one of the same agent replaced.
+var errReplaced = errf(http.StatusConflict, "replaced", "a newer connection of this agent replaced this one")
 
 // StreamHandler serves GET /api/v1/agent/stream: the data plane's one
 // connection. Only agent tokens are accepted. The handler pushes the
@@ -181,6 +216,9 @@ type StreamOptions struct {
 func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 	if opt.Resync <= 0 {
 		opt.Resync = wire.ResyncInterval
+	}
+	if opt.MaxPerAgent <= 0 {
+		opt.MaxPerAgent = DefaultMaxStreamsPerAgent
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &call{w: w, r: r, s: s, rid: newRequestID(), client: s.clientAddr(r)}
@@ -211,7 +249,7 @@ func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 				return
 			}
 		}
-		sub := h.subscribe(p.TenantID, p.AgentID)
+		sub := h.subscribe(p.TenantID, p.AgentID, opt.MaxPerAgent)
 		if sub == nil {
 			c.fail(errf(http.StatusServiceUnavailable, "unavailable", "the control plane is shutting down"))
 			return
@@ -311,6 +349,10 @@ func (a *agentStream) run(ctx context.Context, sub *streamSub) error {
 		select {
 		case err := <-readErr:
 			return err
+		case <-sub.gone:
+			a.closeFor(errReplaced)
+			<-readErr
+			return errReplaced
 		case <-sub.wake:
 		case <-t.C:
 		}
