@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -296,13 +297,32 @@ func retain(ctx context.Context, done <-chan struct{}, st store.Store, cfg *Conf
 	}
 }
 
+// redactDSN hides every password of a PostgreSQL address for the log: the
+// user info's and the password and sslpassword parameters. An address
+// that does not parse as a URL is hidden whole.
 func redactDSN(dsn string) string {
-	if i := strings.Index(dsn, "@"); i > 0 && strings.HasPrefix(dsn, "postgres") {
-		if j := strings.Index(dsn, "://"); j > 0 && j < i {
-			return dsn[:j+3] + "***" + dsn[i:]
+	if !strings.HasPrefix(dsn, "postgres") {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		scheme, _, _ := strings.Cut(dsn, "://")
+		return scheme + "://***"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
 		}
 	}
-	return dsn
+	if q := u.Query(); q.Has("password") || q.Has("sslpassword") {
+		for _, k := range []string{"password", "sslpassword"} {
+			if q.Has(k) {
+				q.Set(k, "REDACTED")
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 // RotateKey generates a new secret-encryption key, makes it the active key
