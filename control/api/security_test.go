@@ -250,3 +250,45 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestStreamMessagesShareTheTokenRateLimit: REST calls of an agent token
+// are rate limited, but messages on its stream (each a database write:
+// heartbeats, command results, log batches) were not, so one agent could
+// occupy the database every tenant shares. Each message now takes from
+// the token's bucket; past it the stream is read more slowly
+// (backpressure), so an honest data plane catching up loses nothing.
+func TestStreamMessagesShareTheTokenRateLimit(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		hub := api.NewHub()
+		e := newEnv(t, dsn, func(c *api.Config) { c.Notify, c.Rate, c.Burst = hub.Notify, 20, 1 })
+		hs := httptest.NewServer(e.srv.StreamHandler(hub, api.StreamOptions{}))
+		t.Cleanup(func() { hub.Close(); hs.Close() })
+		s := &streamEnv{env: e, hub: hub, url: hs.URL + wire.Path}
+		// Set up through the store: the REST calls would hit the limit.
+		ctx, now := context.Background(), e.clock.Now()
+		tok, _ := e.hasher.NewToken()
+		for _, err := range []error{
+			e.st.CreateTenant(ctx, store.Tenant{ID: "ta", Name: "alpha", CreatedAt: now}),
+			e.st.CreateAgent(ctx, store.Agent{ID: "ag", TenantID: "ta", Name: "a", CreatedAt: now}),
+			e.st.CreateToken(ctx, store.Token{ID: tok.ID, TenantID: "ta", Kind: store.KindAgent, AgentID: "ag", Salt: tok.Salt, Hash: tok.Hash, CreatedAt: now}),
+		} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, _ := s.dial(tok.Plain)
+		readType(t, c, wire.TypeState)
+		// The test clock stands still, so the bucket never refills: message
+		// n waits n/20 s, 1.8 s for eight (a few ms without the limit).
+		start := time.Now()
+		for i := 0; i < 8; i++ {
+			write(t, c, wire.Msg{Type: wire.TypeHeartbeat, Status: "running"})
+		}
+		for i := 0; i < 8; i++ {
+			readType(t, c, wire.TypeHeartbeatAck)
+		}
+		if d := time.Since(start); d < time.Second {
+			t.Fatalf("8 messages over a 20/s, burst 1 limit answered in %v", d)
+		}
+	})
+}

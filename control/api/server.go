@@ -398,7 +398,9 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (Principal, 
 	return p, nil
 }
 
-func (s *Server) allow(tokenID string) (bool, time.Duration) {
+// reserve takes one request from the token's bucket and returns how long
+// the caller must wait before acting on it (0: at once).
+func (s *Server) reserve(tokenID string, cancelIfLate bool) time.Duration {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -417,11 +419,38 @@ func (s *Server) allow(tokenID string) (bool, time.Duration) {
 	}
 	l.last = now
 	res := l.lim.ReserveN(now, 1)
-	if d := res.DelayFrom(now); d > 0 {
+	d := res.DelayFrom(now)
+	if d > 0 && cancelIfLate {
 		res.CancelAt(now)
+	}
+	return d
+}
+
+// allow reports whether the token may make a request now, or how long to
+// wait (the request is then not counted).
+func (s *Server) allow(tokenID string) (bool, time.Duration) {
+	if d := s.reserve(tokenID, true); d > 0 {
 		return false, d
 	}
 	return true, 0
+}
+
+// pace waits until the token's bucket admits one more message (the agent
+// stream: slowing the reader pushes back on the sender instead of
+// dropping what it sends).
+func (s *Server) pace(ctx context.Context, tokenID string) error {
+	d := s.reserve(tokenID, false)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 func (s *Server) authorize(c *call, rt Route) error {

@@ -445,6 +445,11 @@ func (a *agentStream) readLoop(ctx context.Context, sub *streamSub) error {
 		if typ != websocket.MessageText {
 			return errf(http.StatusBadRequest, "invalid_json", "text messages only")
 		}
+		// Every message is a request of the token: it shares the REST
+		// routes' rate limit, so one agent cannot keep the database busy.
+		if err := a.s.pace(ctx, a.c.p.TokenID); err != nil {
+			return err
+		}
 		reply, completed, err := a.handle(ctx, b)
 		if err != nil {
 			return err
