@@ -129,6 +129,7 @@ domains:
     enabled: true
     credential: {header: X-Api-Key, file: /run/secrets/key}
   - domain: "*.example.org"
+  - domain: gh.example.org
     credential: {header: Authorization, format: "token {value}", secret: gh}
   - domain: old.example.net
     enabled: false
@@ -197,7 +198,8 @@ func TestEveryKey(t *testing.T) {
 		{"allow_private", d.AllowPrivate, true},
 		{"enabled", d.IsEnabled(), true},
 		{"credential", *d.Credential, Credential{Header: "X-Api-Key", Format: "{value}", File: "/run/secrets/key"}},
-		{"wildcard credential", p.Lookup("a.example.org").Credential.Secret, "gh"},
+		{"exact entry under a wildcard", p.Lookup("gh.example.org").Credential.Secret, "gh"},
+		{"wildcard without credential", p.Lookup("a.example.org").Credential == nil, true},
 		{"wildcard defaults", p.TimeoutFor(p.Lookup("a.example.org")).D(), 30 * time.Second},
 		{"disabled", p.Lookup("old.example.net") == nil, true},
 		{"ip_ranges[0]", p.IPRangeFor(mustAddr("10.0.5.9"), 5432) == &p.IPRanges[0], true},
@@ -444,6 +446,7 @@ func TestErrors(t *testing.T) {
 		{"bad alias", "domains: [{domain: a.com, alias: My_Alias}]\n", []wantErr{{1, 34, `invalid alias "My_Alias"`}}},
 		{"alias with dot", "domains: [{domain: a.com, alias: a.b}]\n", []wantErr{{1, 34, `one DNS label`}}},
 		{"alias on wildcard", "domains: [{domain: \"*.a.com\", alias: x}]\n", []wantErr{{1, 38, `a wildcard domain cannot have an alias`}}},
+		{"credential on wildcard", "domains:\n  - domain: \"*.azure.com\"\n    credential: {header: api-key, env: K}\n", []wantErr{{3, 17, `domains[0].credential: a credential cannot be on the wildcard entry "*.azure.com"`}}},
 
 		// Ports.
 		{"port zero", "domains: [{domain: a.com, ports: [0]}]\n", []wantErr{{1, 35, `domains[0].ports[0]: invalid port 0`}}},

@@ -32,6 +32,11 @@ func JSONSchema() ([]byte, error) {
 	s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
 	s["$id"] = "https://cagent.dev/schema/policy-v1.json"
 	s["title"] = "Cagent policy (cagent.yaml), version 1"
+	// The one cross-field rule editors can check: no credential on a
+	// wildcard entry (validate.go says why).
+	domain := s["properties"].(map[string]any)["domains"].(map[string]any)["items"].(map[string]any)
+	domain["if"] = map[string]any{"required": []string{"domain"}, "properties": map[string]any{"domain": map[string]any{"pattern": `^\*\.`}}}
+	domain["then"] = map[string]any{"properties": map[string]any{"credential": map[string]any{"type": "null"}}}
 	return json.MarshalIndent(s, "", "  ")
 }
 

@@ -80,6 +80,7 @@ func TestSchemaRejects(t *testing.T) {
 		"mode: cloud", "sandbox: {runtime: docker}", "domains: [{domain: a.com, ports: [0]}]",
 		"ip_ranges: [{cidr: 10.0.0.0/8, ports: [65536]}]", "egress_limits: {default: lots}",
 		"audit: {retention: forever}", "rate_limits: {default: {burst_size: 5}}",
+		`domains: [{domain: "*.a.com", credential: {header: X-Key, env: K}}]`,
 	} {
 		if err := schemaValidate(t, s, src); err == nil {
 			t.Errorf("schema accepts %q", src)

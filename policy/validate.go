@@ -262,6 +262,12 @@ func (v *validator) domains() {
 		}
 		if d.Credential != nil {
 			v.credential(path+".credential", d.Credential)
+			if w, ok := strings.CutPrefix(name, "*."); ok {
+				// Anyone who can create a name under the wildcard (a cloud
+				// resource, a Pages site) could have the agent send the key
+				// there, and the agent never sees a credential value.
+				v.errorf(path+".credential", "a credential cannot be on the wildcard entry %q: it would be sent to every name under %s, including names someone else can create; list each host that needs it as an exact entry", name, w)
+			}
 		}
 		if !d.IsEnabled() {
 			continue
