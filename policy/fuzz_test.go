@@ -10,6 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"golang.org/x/text/unicode/norm"
 	"gopkg.in/yaml.v3"
 )
 
@@ -133,6 +134,7 @@ func FuzzNormalizePath(f *testing.F) {
 		"/", "", "*", "/v1/models", "//v1//x/", "/a/./b/../c", "/a/..", "/../..", "/%2e%2e/x", "/%2E%2e%2f",
 		"/a%2fb", "/a%5Cb", "/a%00", "/a%252f", "/a%", "/a%4", "/%41%42", "/caf%C3%A9", "/a;b/..;/c",
 		"/v1/files", "/V1/Files;x", "/v1/admin", "/v1/%61dmin/", "/\xff\xfe", "/a\\b", "/a\tb", "a/b",
+		"/v1/%EF%BD%86iles", "/v1/\uff0e\uff0e/admin", "/v1/\uff05\uff12\uff46", "/v1/\ufb01les",
 	} {
 		f.Add(s)
 	}
@@ -178,15 +180,33 @@ func FuzzNormalizePath(f *testing.F) {
 				t.Fatalf("NormalizePath(%q) = %q, path.Clean(decoded) = %q", s, n, path.Clean(dec))
 			}
 		}
+		// A path that Unicode compatibility folding changes must pass in
+		// both forms, and may be refused when its folded form is ambiguous.
+		forms := []string{n}
+		if f := norm.NFKC.String(n); f != n {
+			if cerr != nil {
+				if !errors.Is(cerr, ErrAmbiguousPath) || allowed {
+					t.Fatalf("CheckPath(%q) = %v, %v", s, allowed, cerr)
+				}
+				return
+			}
+			fc, err := cleanSegments(f)
+			if err != nil {
+				t.Fatalf("CheckPath(%q) accepted a folded form %q that cleanSegments refuses: %v", s, f, err)
+			}
+			forms = append(forms, fc)
+		}
 		if cerr != nil {
 			t.Fatalf("CheckPath(%q): %v after NormalizePath succeeded", s, cerr)
 		}
-		low := strings.ToLower(stripParams(n))
 		if allowed {
-			if !strings.HasPrefix(n, "/v1/") || strings.HasPrefix(low, "/v1/files") || strings.HasPrefix(low, "/v1/admin/") || strings.TrimSuffix(low, "/") == "/v1/admin" {
-				t.Fatalf("CheckPath(%q) allowed %q by %q", s, n, rule)
+			for _, n := range forms {
+				low := strings.ToLower(stripParams(n))
+				if !strings.HasPrefix(n, "/v1/") || strings.HasPrefix(low, "/v1/files") || strings.HasPrefix(low, "/v1/admin/") || strings.TrimSuffix(low, "/") == "/v1/admin" {
+					t.Fatalf("CheckPath(%q) allowed %q by %q", s, n, rule)
+				}
 			}
-		} else if strings.HasPrefix(n, "/v1/") && !strings.HasPrefix(strings.ToLower(n), "/v1/files") && !strings.HasPrefix(strings.ToLower(n), "/v1/admin") && !strings.Contains(n, ";") {
+		} else if len(forms) == 1 && strings.HasPrefix(n, "/v1/") && !strings.HasPrefix(strings.ToLower(n), "/v1/files") && !strings.HasPrefix(strings.ToLower(n), "/v1/admin") && !strings.Contains(n, ";") {
 			t.Fatalf("CheckPath(%q) denied %q by %q", s, n, rule)
 		}
 	})

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // ErrAmbiguousPath is returned for paths whose meaning depends on how the
@@ -212,8 +214,15 @@ func (d *Domain) CheckPath(escaped string) (allowed bool, rule string, err error
 	if err != nil {
 		return false, "", err
 	}
+	// Servers that apply Unicode compatibility folding see fullwidth
+	// "／ａｄｍｉｎ" as "/admin" and "．．" as "..": the path must pass the
+	// rules in that form too.
+	folded, err := foldCompat(p)
+	if err != nil {
+		return false, "", err
+	}
 	for _, r := range d.denied {
-		if r.denies(p) {
+		if r.denies(p) || folded != "" && r.denies(folded) {
 			return false, "denied_paths " + r.pattern, nil
 		}
 	}
@@ -221,11 +230,37 @@ func (d *Domain) CheckPath(escaped string) (allowed bool, rule string, err error
 		return true, "", nil
 	}
 	for _, r := range d.allowed {
-		if r.allows(p) {
+		if r.allows(p) && (folded == "" || r.allows(folded)) {
 			return true, "allowed_paths " + r.pattern, nil
 		}
 	}
 	return false, "allowed_paths", nil
+}
+
+// foldCompat returns the NFKC form of a normalized path with its dot
+// segments resolved again, or "" when folding does not change it (every
+// ASCII path).
+func foldCompat(p string) (string, error) {
+	ascii := true
+	for i := 0; i < len(p); i++ {
+		if p[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return "", nil
+	}
+	f := norm.NFKC.String(p)
+	if f == p {
+		return "", nil
+	}
+	// A raw path never holds '%' here (NormalizePath refuses double
+	// encoding), so a folded one ("％２ｆ") would be decoded a second time.
+	if strings.ContainsAny(f, "%\\") || strings.ContainsFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", fmt.Errorf("%w: folds to a percent sign, backslash or control character", ErrAmbiguousPath)
+	}
+	return cleanSegments(f)
 }
 
 // HasPathRules reports whether the entry restricts paths.

@@ -167,6 +167,16 @@ domains:
 			{"/v1/secret%20", false, "denied_paths /v1/secret", false},
 			{"/v1/secret.%20.", false, "denied_paths /v1/secret", false},
 			{"/v1/secret./", false, "denied_paths /v1/secret", false},
+			// Servers that apply Unicode compatibility folding (NFKC) see
+			// fullwidth letters and dots, and ligatures, as ASCII: the
+			// folded path must pass the rules too.
+			{"/v1/ｆｉｌｅｓ", false, "denied_paths /v1/files*", false},
+			{"/v1/%EF%AC%81les", false, "denied_paths /v1/files*", false}, // U+FB01 "fi"
+			{"/v1/%EF%BC%8E%EF%BC%8E/admin", false, "allowed_paths", false},
+			{"/v1/%EF%BC%8E%EF%BC%8E%EF%BC%8Fadmin", false, "allowed_paths", false},
+			{"/v1/ｍｏｄｅｌｓ", true, "allowed_paths /v1/*", false},
+			{"/v1/x%EF%BC%85%EF%BC%92%EF%BD%86", false, "", true}, // fullwidth "%2f"
+			{"/v1/x%EF%BC%BCy", false, "", true},                  // fullwidth backslash
 		},
 		"deny-only.example.com": {
 			{"/anything", true, "", false},
@@ -176,6 +186,10 @@ domains:
 			{"/x/%2e%2e/admin", false, "denied_paths /admin*", false},
 			{"/%61dmin", false, "denied_paths /admin*", false},
 			{"/a%2fb", false, "", true},
+			{"/%EF%BD%81dmin", false, "denied_paths /admin*", false},
+			{"/ＡＤＭＩＮ/x", false, "denied_paths /admin*", false},
+			{"/x/%EF%BC%8E%EF%BC%8E/admin", false, "denied_paths /admin*", false},
+			{"/café", true, "", false},
 		},
 		"open.example.com": {
 			// No rules: nothing to decide, so nothing is refused.
