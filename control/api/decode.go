@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -113,7 +114,21 @@ func (r *createTokenReq) check(now time.Time, superadmin bool) *apiError {
 	if r.ExpiresAt != nil && !r.ExpiresAt.After(now) {
 		return fieldErr("expires_at", "must be in the future")
 	}
+	if r.ExpiresAt != nil && !storable(*r.ExpiresAt) {
+		return fieldErr("expires_at", "%s", storableMsg)
+	}
 	return nil
+}
+
+// Times are stored as Unix nanoseconds (int64): later than 2262-04-11 they
+// would wrap around (to "never expires", or a date in the past), and
+// before 1970 they are never meaningful here.
+var maxStorable = time.Unix(0, math.MaxInt64)
+
+const storableMsg = "must be between 1970 and 2262"
+
+func storable(t time.Time) bool {
+	return !t.Before(time.Unix(0, 0)) && t.Before(maxStorable)
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
@@ -126,6 +141,9 @@ type updateTokenReq struct {
 func (r *updateTokenReq) check() *apiError {
 	if r.Disabled == nil && r.ExpiresAt == nil {
 		return fieldErr("disabled", "set disabled or expires_at")
+	}
+	if r.ExpiresAt != nil && !storable(*r.ExpiresAt) {
+		return fieldErr("expires_at", "%s", storableMsg)
 	}
 	return nil
 }
@@ -334,7 +352,7 @@ func (r *logsReq) check(maxBatch int, tenantID, agentID string, now time.Time) (
 		}
 		e := store.LogEntry{ID: store.NewID(), TenantID: tenantID, AgentID: agentID, TS: now, ReceivedAt: now}
 		if ts, ok := m["ts"].(string); ok {
-			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.Before(now.Add(5*time.Minute)) {
+			if t, err := time.Parse(time.RFC3339Nano, ts); err == nil && t.Before(now.Add(5*time.Minute)) && storable(t) {
 				e.TS = t.UTC()
 			}
 		}

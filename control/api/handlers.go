@@ -36,6 +36,9 @@ func (c *call) queryTime(name string) (time.Time, error) {
 	if err != nil {
 		return t, fieldErr(name, "use RFC 3339, e.g. 2026-01-02T15:04:05Z")
 	}
+	if !storable(t) {
+		return t, fieldErr(name, "%s", storableMsg)
+	}
 	return t, nil
 }
 

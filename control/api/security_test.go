@@ -292,3 +292,79 @@ func TestStreamMessagesShareTheTokenRateLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestForwardedForFailsClosed: behind a trusted proxy, the client is the
+// right-most X-Forwarded-For entry outside the trusted proxies. An entry
+// that did not parse as a bare address (some proxies append "ip:port")
+// used to make the proxy itself the client, so a tenant whose IP ACL
+// allows the proxy's network let every client in. Entries with a port
+// are now read as their address, and anything else unparseable makes the
+// client unknown, which no ACL allows.
+func TestForwardedForFailsClosed(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn, trusted("127.0.0.1/32"))
+		a := e.tenant("alpha")
+		e.must(201, e.do("POST", a.path("/ip-acls"), a.admin, map[string]any{"cidr": "127.0.0.0/8"}))
+		e.must(201, e.do("POST", a.path("/ip-acls"), a.admin, map[string]any{"cidr": "192.0.2.0/24"}))
+		for _, c := range []struct {
+			xff  string
+			want int
+		}{
+			{"203.0.113.9:5555", 403},
+			{"[2001:db8::9]:5555", 403},
+			{"garbage", 403},
+			{"unknown", 403},
+			{"192.0.2.7, garbage", 403},
+			{"203.0.113.9, 127.0.0.1", 403}, // a trusted hop in the chain is skipped
+			{"192.0.2.7:443", 200},
+			{"192.0.2.7", 200},
+			{"", 200}, // no header: the peer (the proxy) is the client
+		} {
+			var hdr []string
+			if c.xff != "" {
+				hdr = []string{"X-Forwarded-For", c.xff}
+			}
+			if r := e.do("GET", a.path("/agents"), a.dev, nil, hdr...); r.status != c.want {
+				t.Errorf("X-Forwarded-For %q: %d, want %d: %s", c.xff, r.status, c.want, r.body)
+			}
+		}
+	})
+}
+
+// TestTimesOutsideTheStoredRange: times are stored as Unix nanoseconds,
+// which hold 1678 to 2262. An expiry past that wrapped around: one chosen
+// to wrap to 0 was stored as "never expires" (the response still showed
+// the date), others as some date in the past or future. Such times are
+// now refused where a client sends them.
+func TestTimesOutsideTheStoredRange(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		a := e.tenant("alpha")
+		wraps := time.Unix(18446744073, 709551616).UTC().Format(time.RFC3339Nano) // 2^64 ns
+		for _, exp := range []string{wraps, "2300-01-01T00:00:00Z", "9999-12-31T23:59:59Z"} {
+			r := e.do("POST", a.path("/tokens"), a.admin, map[string]any{"kind": "dev", "name": "x", "expires_at": exp})
+			if r.status != 400 || r.json(t)["field"] != "expires_at" {
+				t.Errorf("create with expires_at %s: %d %s", exp, r.status, r.body)
+			}
+			r = e.do("PATCH", a.path("/tokens/"+a.adminID), a.admin, map[string]any{"expires_at": exp})
+			if r.status != 400 || r.json(t)["field"] != "expires_at" {
+				t.Errorf("update with expires_at %s: %d %s", exp, r.status, r.body)
+			}
+			for _, q := range []string{"since", "until"} {
+				if r := e.do("GET", a.path("/audit?"+q+"="+exp), a.admin, nil); r.status != 400 {
+					t.Errorf("audit %s=%s: %d %s", q, exp, r.status, r.body)
+				}
+			}
+		}
+		e.must(400, e.do("GET", a.path("/logs?since=1500-01-01T00:00:00Z"), a.admin, nil))
+		// An agent's log entry with such a time is filed at its arrival.
+		e.must(202, e.do("POST", "/api/v1/agent/logs", a.agent, map[string]any{"entries": []any{
+			map[string]any{"ts": "0001-01-01T00:00:01Z", "type": "old"}, map[string]any{"ts": wraps, "type": "wrap"}}}))
+		for _, l := range e.must(200, e.do("GET", a.path("/logs"), a.admin, nil)).items(t) {
+			if l["ts"] != e.clock.Now().Format(time.RFC3339) {
+				t.Errorf("log entry %v filed at %v, want its arrival %v", l["type"], l["ts"], e.clock.Now())
+			}
+		}
+		e.must(200, e.do("GET", "/api/v1/whoami", a.admin, nil))
+	})
+}

@@ -329,7 +329,8 @@ func (c *call) fail(err error) {
 }
 
 // clientAddr is the peer address, or the right-most X-Forwarded-For entry
-// not in a trusted proxy when the peer is a trusted proxy.
+// not in a trusted proxy when the peer is a trusted proxy; the zero Addr
+// (which no IP ACL allows) when that entry does not parse.
 func (s *Server) clientAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -344,18 +345,37 @@ func (s *Server) clientAddr(r *http.Request) netip.Addr {
 		hops = append(hops, strings.Split(v, ",")...)
 	}
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			// Unparseable: stop believing the chain here.
-			return addr
+		a, ok := forwardedAddr(hops[i])
+		if !ok {
+			// Unparseable: the client is unknown. Returning the last
+			// trusted hop instead would make a proxy that writes entries
+			// we cannot read (or a client that injects one the proxy
+			// passes on) look like the proxy itself, inside any ACL that
+			// allows the proxy's network.
+			return netip.Addr{}
 		}
-		a = a.Unmap()
 		if !s.trusted(a) {
 			return a
 		}
 		addr = a
 	}
 	return addr
+}
+
+// forwardedAddr reads one X-Forwarded-For entry: an address, or an
+// address with a port ("192.0.2.1:443", "[2001:db8::1]:443"), which some
+// proxies write.
+func forwardedAddr(v string) (netip.Addr, bool) {
+	v = strings.TrimSpace(v)
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		ap, err := netip.ParseAddrPort(v)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
+	}
+	return a.Unmap().WithZone(""), true
 }
 
 func (s *Server) trusted(a netip.Addr) bool {
