@@ -357,6 +357,11 @@ func (v *validator) sandbox() {
 		s.User = DefaultUser
 	} else if !userRE.MatchString(s.User) {
 		v.errorf("sandbox.user", "invalid user %q: use UID or UID:GID", s.User)
+	} else if uid, gid, _ := strings.Cut(s.User, ":"); s.Rootfs == "host" && (strings.Trim(uid, "0") == "" || strings.Trim(gid, "0") == "" && gid != "") {
+		// Without user namespaces, uid or gid 0 inside owns the host's
+		// root files: capabilities dropped or not, it could read SSH host
+		// keys and /etc/shadow through the read-only host rootfs.
+		v.errorf("sandbox.user", "user %q is root (uid or gid 0), which can read root-only host files through the host rootfs (SSH host keys, /etc/shadow); use an unprivileged user such as %q, or a rootfs directory of the sandbox's own", s.User, DefaultUser)
 	}
 	if s.Hostname != "" && !aliasRE.MatchString(s.Hostname) {
 		v.errorf("sandbox.hostname", "invalid hostname %q", s.Hostname)
