@@ -368,3 +368,43 @@ func TestTimesOutsideTheStoredRange(t *testing.T) {
 		e.must(200, e.do("GET", "/api/v1/whoami", a.admin, nil))
 	})
 }
+
+// TestStreamEndsWhenTheTokenExpires: a stream re-checks its token when
+// something changes and at every resync (30 s), so an expired token kept
+// feeding heartbeats, command results and logs until then. Every message
+// now checks the expiry the token had when the stream opened (a later
+// change of it reaches the stream as a change notification).
+func TestStreamEndsWhenTheTokenExpires(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		s := newStreamEnv(t, dsn)
+		f := s.tenant("acme")
+		tok := s.must(201, s.do("POST", f.path("/tokens"), f.admin, map[string]any{"kind": "agent", "name": "short", "agent_id": f.agentID,
+			"expires_at": s.clock.Now().Add(time.Minute)})).json(t)["token"].(string)
+		c, _ := s.dial(tok)
+		readType(t, c, wire.TypeState)
+		write(t, c, wire.Msg{Type: wire.TypeHeartbeat, Status: "before"})
+		readType(t, c, wire.TypeHeartbeatAck)
+		s.clock.Add(time.Minute)
+		write(t, c, wire.Msg{Type: wire.TypeHeartbeat, Status: "after"})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				var ce websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || !strings.Contains(ce.Reason, "unauthorized") {
+					t.Fatalf("close: %v", err)
+				}
+				break
+			}
+			var m wire.Msg
+			if json.Unmarshal(b, &m) == nil && m.Type == wire.TypeHeartbeatAck {
+				t.Fatal("heartbeat of an expired token acknowledged")
+			}
+		}
+		ag := s.must(200, s.do("GET", f.path("/agents/"+f.agentID), f.admin, nil)).json(t)
+		if ag["status"] != "before" {
+			t.Fatalf("status %v: the expired token's heartbeat was taken", ag["status"])
+		}
+	})
+}

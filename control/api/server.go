@@ -223,6 +223,8 @@ type Principal struct {
 	AgentID  string
 	// openCommand: at authentication, the agent had an unfinished command.
 	openCommand bool
+	// expiresAt is the token's expiry (zero: none).
+	expiresAt time.Time
 }
 
 // call is one request being served.
@@ -411,7 +413,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (Principal, 
 	if !t.ExpiresAt.IsZero() && !s.cfg.Now().Before(t.ExpiresAt) {
 		return Principal{}, errUnauthorized
 	}
-	p := Principal{TokenID: t.ID, Kind: t.Kind, TenantID: t.TenantID, AgentID: t.AgentID, openCommand: t.OpenCommand}
+	p := Principal{TokenID: t.ID, Kind: t.Kind, TenantID: t.TenantID, AgentID: t.AgentID, openCommand: t.OpenCommand, expiresAt: t.ExpiresAt}
 	if t.Kind == store.KindAgent && !t.AgentActive {
 		return Principal{}, errUnauthorized
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cagent-dev/cagent/connect/wire"
@@ -269,6 +270,7 @@ func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 		}
 		conn.SetReadLimit(wire.MaxMessage)
 		st := &agentStream{s: s, h: h, c: c, conn: conn, resync: opt.Resync}
+		st.setExpiry(p.expiresAt)
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		stopAfter := context.AfterFunc(h.ctx, cancel)
@@ -317,6 +319,23 @@ type agentStream struct {
 	wmu         sync.Mutex
 	lastVersion string
 	lastCommand string
+	// expires is the token's expiry in Unix ns (0: none), as of the last
+	// authentication; every message from the data plane checks it.
+	expires atomic.Int64
+}
+
+func (a *agentStream) setExpiry(t time.Time) {
+	if t.IsZero() {
+		a.expires.Store(0)
+		return
+	}
+	a.expires.Store(t.UnixNano())
+}
+
+// expired reports whether the stream's token has expired.
+func (a *agentStream) expired() bool {
+	exp := a.expires.Load()
+	return exp != 0 && a.s.cfg.Now().UnixNano() >= exp
 }
 
 func (a *agentStream) send(ctx context.Context, m *wire.Msg) error {
@@ -363,10 +382,12 @@ func (a *agentStream) run(ctx context.Context, sub *streamSub) error {
 // agent, ends the stream), then sends the state if it changed and the
 // unfinished command if not sent yet on this connection.
 func (a *agentStream) push(ctx context.Context) error {
-	if _, err := a.s.authenticate(ctx, a.c.r); err != nil {
+	p, err := a.s.authenticate(ctx, a.c.r)
+	if err != nil {
 		return err
 	}
-	p := a.c.p
+	a.setExpiry(p.expiresAt)
+	p = a.c.p
 	m, err := a.s.AgentState(ctx, p.TenantID, p.AgentID)
 	if err != nil {
 		return err
@@ -444,6 +465,11 @@ func (a *agentStream) readLoop(ctx context.Context, sub *streamSub) error {
 		}
 		if typ != websocket.MessageText {
 			return errf(http.StatusBadRequest, "invalid_json", "text messages only")
+		}
+		// Between re-authentications (on changes and at every resync) an
+		// expired token's messages are refused here.
+		if a.expired() {
+			return errUnauthorized
 		}
 		// Every message is a request of the token: it shares the REST
 		// routes' rate limit, so one agent cannot keep the database busy.
