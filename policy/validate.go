@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -33,9 +34,15 @@ const (
 	defaultDNSBurst         = 200
 )
 
-var aliasRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-var userRE = regexp.MustCompile(`^[0-9]{1,10}(:[0-9]{1,10})?$`)
-var headerRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+// Compiled on first use, not at package initialisation: every command of
+// the binary imports this package, and aliasRE alone (its bounded
+// repetition expands into a large program) took ~0.5 ms of the start-up
+// of each `cagent run`, which may never need it.
+var (
+	aliasRE  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`) })
+	userRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[0-9]{1,10}(:[0-9]{1,10})?$`) })
+	headerRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$") })
+)
 
 // Validate checks the policy, fills in defaults, normalizes domain names and
 // builds the lookup index. It returns Errors listing every problem.
@@ -225,7 +232,7 @@ func (v *validator) domains() {
 			seen[name] = path
 		}
 		if d.Alias != "" {
-			if !aliasRE.MatchString(d.Alias) {
+			if !aliasRE().MatchString(d.Alias) {
 				v.errorf(path+".alias", "invalid alias %q: use lower-case letters, digits and '-' (one DNS label)", d.Alias)
 			} else if strings.HasPrefix(name, "*.") {
 				v.errorf(path+".alias", "a wildcard domain cannot have an alias: the alias needs one real host to go to")
@@ -287,7 +294,7 @@ func (v *validator) domains() {
 func (v *validator) credential(path string, c *Credential) {
 	if c.Header == "" {
 		v.errorf(path+".header", "header is required")
-	} else if !headerRE.MatchString(c.Header) {
+	} else if !headerRE().MatchString(c.Header) {
 		v.errorf(path+".header", "invalid header name %q", c.Header)
 	} else if h := strings.ToLower(c.Header); h == "host" || h == "content-length" || h == "transfer-encoding" || h == "connection" || strings.HasPrefix(h, "proxy-") {
 		v.errorf(path+".header", "header %q cannot carry a credential", c.Header)
@@ -355,7 +362,7 @@ func (v *validator) sandbox() {
 	}
 	if s.User == "" {
 		s.User = DefaultUser
-	} else if !userRE.MatchString(s.User) {
+	} else if !userRE().MatchString(s.User) {
 		v.errorf("sandbox.user", "invalid user %q: use UID or UID:GID", s.User)
 	} else if uid, gid, _ := strings.Cut(s.User, ":"); s.Rootfs == "host" && (strings.Trim(uid, "0") == "" || strings.Trim(gid, "0") == "" && gid != "") {
 		// Without user namespaces, uid or gid 0 inside owns the host's
@@ -363,7 +370,7 @@ func (v *validator) sandbox() {
 		// keys and /etc/shadow through the read-only host rootfs.
 		v.errorf("sandbox.user", "user %q is root (uid or gid 0), which can read root-only host files through the host rootfs (SSH host keys, /etc/shadow); use an unprivileged user such as %q, or a rootfs directory of the sandbox's own", s.User, DefaultUser)
 	}
-	if s.Hostname != "" && !aliasRE.MatchString(s.Hostname) {
+	if s.Hostname != "" && !aliasRE().MatchString(s.Hostname) {
 		v.errorf("sandbox.hostname", "invalid hostname %q", s.Hostname)
 	}
 	r := &s.Resources
