@@ -93,6 +93,9 @@ func (r *createTokenReq) check(now time.Time, superadmin bool) *apiError {
 		if r.Kind != "" && r.Kind != store.KindSuperadmin {
 			return fieldErr("kind", "only superadmin tokens are created here")
 		}
+		if r.AgentID != "" {
+			return fieldErr("agent_id", "only agent tokens name an agent")
+		}
 		r.Kind = store.KindSuperadmin
 	} else {
 		switch r.Kind {

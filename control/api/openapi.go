@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -230,5 +231,17 @@ func schemaDepth(t reflect.Type, depth int) map[string]any {
 }
 
 func (s *Server) openapi(c *call) error {
-	return c.ok(http.StatusOK, s.OpenAPI())
+	s.openapiOnce.Do(func() {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(s.OpenAPI()); err != nil {
+			panic(err) // maps of strings and numbers always encode
+		}
+		s.openapiJSON = b.Bytes()
+	})
+	c.w.Header().Set("Content-Type", "application/json")
+	c.w.WriteHeader(http.StatusOK)
+	_, err := c.w.Write(s.openapiJSON)
+	return err
 }

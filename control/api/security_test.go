@@ -408,3 +408,56 @@ func TestStreamEndsWhenTheTokenExpires(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenAPIIsCheap: the OpenAPI document is public, and building it took
+// about 10,000 allocations (some milliseconds of CPU) per request: an
+// unauthenticated client could keep a core busy with a few hundred
+// requests a second. The document never changes while the server runs,
+// so it is built once.
+func TestOpenAPIIsCheap(t *testing.T) {
+	e := newEnv(t, "sqlite:"+t.TempDir()+"/c.db")
+	h := e.srv.Handler()
+	get := func() *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/api/v1/openapi.json", nil))
+		return w
+	}
+	first := get()
+	var doc map[string]any
+	if first.Code != 200 || json.Unmarshal(first.Body.Bytes(), &doc) != nil || doc["openapi"] == nil {
+		t.Fatalf("document: %d %.200s", first.Code, first.Body)
+	}
+	if n := testing.AllocsPerRun(20, func() { get() }); n > 200 {
+		t.Fatalf("%.0f allocations per request for a fixed document", n)
+	}
+	if again := get(); again.Body.String() != first.Body.String() {
+		t.Fatal("the document changed between requests")
+	}
+}
+
+// TestResponseHardening: API answers (JSON, some carrying text an agent
+// or a tenant wrote, such as log entries) are never sniffed as another
+// type by a browser; superadmin tokens cannot name an agent.
+func TestResponseHardening(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		a := e.tenant("alpha")
+		for _, r := range []resp{
+			e.do("GET", "/api/v1/healthz", "", nil),
+			e.do("GET", "/api/v1/openapi.json", "", nil),
+			e.do("GET", "/api/v1/whoami", "", nil),
+			e.do("GET", "/api/v1/nope", "", nil),
+			e.do("PUT", "/api/v1/whoami", "", nil),
+			e.do("GET", a.path("/logs"), a.admin, nil),
+			e.do("GET", "/api/v1/agent/policy", a.agent, nil),
+		} {
+			if r.header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("status %d %.80s: no nosniff", r.status, r.body)
+			}
+		}
+		r := e.do("POST", "/api/v1/tokens", e.super, map[string]any{"name": "x", "agent_id": a.agentID})
+		if r.status != 400 || r.json(t)["field"] != "agent_id" {
+			t.Fatalf("superadmin token naming an agent: %d %s", r.status, r.body)
+		}
+	})
+}

@@ -137,6 +137,11 @@ type Server struct {
 	calls    int
 
 	fails *failCounter // nil: failed token attempts are not throttled
+
+	// The OpenAPI document, built once: it is public, and building it
+	// costs thousands of allocations.
+	openapiOnce sync.Once
+	openapiJSON []byte
 }
 
 type limiter struct {
@@ -186,8 +191,14 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handler returns the HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler returns the HTTP handler. No answer of the API is to be sniffed
+// as another type by a browser (some carry text agents or tenants wrote).
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		s.mux.ServeHTTP(w, r)
+	})
+}
 
 // Routes returns the route table (for the OpenAPI document and tests).
 func (s *Server) Routes() []Route { return s.routes }
@@ -271,6 +282,7 @@ func newRequestID() string {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
