@@ -461,3 +461,51 @@ func TestResponseHardening(t *testing.T) {
 		}
 	})
 }
+
+// TestListFiltersStayInTheTenant: filters that take an id (agent_id,
+// object_id, actor) are added to the tenant's own condition, never
+// replace it: another tenant's ids find nothing, in either store.
+func TestListFiltersStayInTheTenant(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		e := newEnv(t, dsn)
+		a, b := e.tenant("alpha"), e.tenant("beta")
+		e.must(201, e.do("POST", b.path("/policies"), b.admin, map[string]any{"agent_id": b.agentID, "entry": map[string]any{"domain": "b.example"}}))
+		e.must(202, e.do("POST", "/api/v1/agent/logs", b.agent, map[string]any{"entries": []any{map[string]any{"type": "http", "tenant_id": a.id, "agent_id": a.agentID}}}))
+		e.must(201, e.do("POST", b.path("/agents/"+b.agentID+"/commands"), b.admin, map[string]any{"command": "stop"}))
+		for _, q := range []string{
+			"/policies?agent_id=" + b.agentID,
+			"/logs?agent_id=" + b.agentID,
+			"/logs?q=http",
+			"/audit?object_id=" + b.agentID,
+			"/audit?actor=" + b.adminID,
+		} {
+			if items := e.must(200, e.do("GET", a.path(q), a.admin, nil)).items(t); len(items) != 0 {
+				t.Errorf("alpha %s: %v", q, items)
+			}
+			if strings.HasPrefix(q, "/audit?actor") {
+				continue // b's admin made no change with that id as object
+			}
+			if items := e.must(200, e.do("GET", b.path(q), b.admin, nil)).items(t); len(items) == 0 {
+				t.Errorf("beta %s: nothing (the filter itself is broken)", q)
+			}
+		}
+		// A log entry cannot claim another tenant or agent.
+		for _, l := range e.must(200, e.do("GET", b.path("/logs"), b.admin, nil)).items(t) {
+			if l["tenant_id"] != b.id || l["agent_id"] != b.agentID || strings.Contains(string(marshal(t, l["data"])), a.id) {
+				t.Errorf("log entry: %v", l)
+			}
+		}
+		// Commands, agents and policies of b by id through a's paths: 404.
+		e.must(404, e.do("GET", a.path("/agents/"+b.agentID+"/commands"), a.admin, nil))
+		e.must(404, e.do("POST", a.path("/agents/"+b.agentID+"/commands"), a.admin, map[string]any{"command": "stop"}))
+	})
+}
+
+func marshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
