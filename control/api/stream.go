@@ -369,6 +369,10 @@ func (a *agentStream) run(ctx context.Context, sub *streamSub) error {
 		case err := <-readErr:
 			return err
 		case <-sub.gone:
+			// Logged: two data planes (or a data plane and a thief) using
+			// one agent token keep replacing each other.
+			a.s.log.Warn("agent stream replaced by a newer connection of the same agent", "tenant", a.c.p.TenantID,
+				"agent", a.c.p.AgentID, "client", a.c.client.String(), "request_id", a.c.rid)
 			a.closeFor(errReplaced)
 			<-readErr
 			return errReplaced
