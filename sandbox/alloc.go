@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/cagent-dev/cagent/sandbox/firewall"
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
 	"golang.org/x/sys/unix"
 )
@@ -33,7 +34,7 @@ type lease struct {
 const RegistryDir = "/run/cagent/leases"
 
 func (l *lease) netns() string     { return "cagent-" + l.ID }
-func (l *lease) hostIf() string    { return "cg" + l.ID }
+func (l *lease) hostIf() string    { return firewall.Sandboxes.IfPrefix + l.ID }
 func (l *lease) container() string { return "cagent-" + l.ID }
 
 func leaseID(base netip.Addr) string {

@@ -33,9 +33,9 @@ type GCConfig struct {
 
 // GC removes what crashed runs left behind: for every lease under the state
 // directory whose process is gone, the container (runc and runsc state), the
-// host nftables table, the veth, the network namespace, the bundle and the
-// lease itself; then the one-off agent directories (see OneOffDir) that
-// belong to no live run. Leases of live runs are left alone. It returns the
+// veth, the network namespace, the bundle and the lease itself; then the
+// host nftables table shared by all sandboxes, if no sandbox is left; then
+// the one-off agent directories (see OneOffDir) that belong to no live run. Leases of live runs are left alone. It returns the
 // IDs of the sandboxes it removed.
 func GC(ctx context.Context, c GCConfig) ([]string, error) {
 	if c.StateDir == "" {
@@ -94,6 +94,26 @@ func GC(ctx context.Context, c GCConfig) ([]string, error) {
 		c.Logger.Info("removed leftovers of a crashed run", "id", l.ID, "pid", l.PID)
 		removed = append(removed, l.ID)
 	}
+	// The host table shared by all sandboxes stays after the last run (see
+	// package firewall); gc removes it once no run holds it and no
+	// interface it confines is left (a killed run's veth, of a state
+	// directory this gc did not look at).
+	if len(errs) == 0 {
+		gone, err := firewall.Sandboxes.RemoveIfUnused(func() (bool, error) {
+			names, err := netsetup.LinkNames()
+			for _, n := range names {
+				if strings.HasPrefix(n, firewall.Sandboxes.IfPrefix) {
+					return true, err
+				}
+			}
+			return false, err
+		})
+		if err != nil {
+			errs = append(errs, err)
+		} else if gone {
+			c.Logger.Debug("host nftables table removed", "table", firewall.Sandboxes.Table)
+		}
+	}
 	// The one-off agent directories (CA, byte budget) of runs killed before
 	// they could remove them. After the leases above: a crashed run's
 	// lease is gone by now, so its directory goes too.
@@ -127,7 +147,6 @@ func removeSandbox(c GCConfig, dir string, l *lease) error {
 	// the command running: kill whatever is still in the sandbox's cgroup.
 	killCgroup(l.ID)
 	var errs []error
-	errs = append(errs, firewall.RemoveHost(l.ID))
 	errs = append(errs, netsetup.DeleteLink(l.hostIf()))
 	errs = append(errs, netsetup.Delete(l.netns()))
 	errs = append(errs, os.RemoveAll(filepath.Join(dir, "bundles", l.ID)))

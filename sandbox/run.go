@@ -162,18 +162,18 @@ func (r *run) setup() error {
 	return r.listen()
 }
 
-// network creates the veth pair and the nftables tables inside the sandbox
-// and on the host. It returns the undo steps of what it made, also on error.
+// network creates the veth pair and the nftables table inside the sandbox,
+// and holds the host table shared by all sandboxes (creating it if it is
+// missing). It returns the undo steps of what it made, also on error.
 func (r *run) network() ([]func(), error) {
 	l := &r.lease
 	var undo []func()
 	v := netsetup.Veth{HostName: l.hostIf(), PeerName: "eth0", NS: l.netns(),
 		HostAddr: netip.PrefixFrom(l.Gateway, 30), PeerAddr: netip.PrefixFrom(l.Addr, 30)}
 	// The inner table is installed while the veth is made (its rules match
-	// interface names, which need not exist yet); the host table after,
-	// since the host end's name is the claim on the host table's name.
-	// Both are in place before anything runs inside.
-	rules := firewall.Rules{ID: l.ID, HostIf: l.hostIf(), Gateway: l.Gateway}
+	// interface names, which need not exist yet); the host table is held
+	// first (its rules match the host end by name), so both are in place
+	// before the veth, and long before anything runs inside.
 	innerErr := make(chan error, 1)
 	go func() {
 		ns, err := netns.GetFromName(l.netns())
@@ -182,26 +182,14 @@ func (r *run) network() ([]func(), error) {
 			return
 		}
 		defer ns.Close()
-		in := rules
-		in.SandboxNSFd = int(ns)
-		innerErr <- in.InstallInner()
+		innerErr <- firewall.Rules{Gateway: l.Gateway, SandboxNSFd: int(ns)}.InstallInner()
 	}()
-	if err := v.Add(); err != nil {
-		<-innerErr
-		return undo, fmt.Errorf("sandbox network: %w", err)
+	release, err := firewall.Sandboxes.Hold()
+	if err != nil {
+		return undo, errors.Join(err, <-innerErr)
 	}
-	// The host table and the veth go together, concurrently: each removal
-	// waits for RCU grace periods in the kernel.
 	undo = append(undo, func() {
-		done := make(chan struct{})
 		t0 := r.cfg.Now()
-		go func() {
-			defer close(done)
-			if err := firewall.RemoveHost(l.ID); err != nil {
-				r.log.Warn("remove nftables table", "id", l.ID, "err", err)
-			}
-			r.log.Debug("host nftables table removed", "id", l.ID, "took", r.cfg.Now().Sub(t0))
-		}()
 		// The container is gone, so releasing the namespace drops its last
 		// reference and the kernel destroys the veth pair with it, which
 		// is 2-3x faster here than deleting the link. Wait for the host end
@@ -216,11 +204,15 @@ func (r *run) network() ([]func(), error) {
 				r.log.Warn("remove veth", "link", l.hostIf(), "err", err)
 			}
 		}
+		// The host table confined the veth; with the veth gone, `cagent
+		// gc` may remove the table.
+		release()
 		r.log.Debug("veth removed", "id", l.ID, "took", r.cfg.Now().Sub(t0))
-		<-done
 	})
-	hostErr := rules.InstallHost()
-	return undo, errors.Join(<-innerErr, hostErr)
+	if err := v.Add(); err != nil {
+		return undo, fmt.Errorf("sandbox network: %w", errors.Join(err, <-innerErr))
+	}
+	return undo, <-innerErr
 }
 
 // buildServices builds the proxy and DNS filter, not yet listening, and

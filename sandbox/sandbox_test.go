@@ -16,7 +16,6 @@ import (
 
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/policy"
-	"github.com/cagent-dev/cagent/sandbox/firewall"
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
 	"github.com/creack/pty"
 	"go.uber.org/goleak"
@@ -93,7 +92,6 @@ func (tr *tracker) leftovers(t *testing.T, state string) []string {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	var out []string
-	tables, _ := firewall.HostTables()
 	for _, id := range tr.ids {
 		l := &lease{ID: id}
 		if netsetup.Exists(l.netns()) {
@@ -101,9 +99,6 @@ func (tr *tracker) leftovers(t *testing.T, state string) []string {
 		}
 		if links, _ := netsetup.LinkNames(); contains(links, l.hostIf()) {
 			out = append(out, "link "+l.hostIf())
-		}
-		if contains(tables, id) {
-			out = append(out, "nft "+id)
 		}
 		if _, err := os.Lstat(filepath.Join(MemBundleDir, id)); err == nil {
 			out = append(out, "bundle "+filepath.Join(MemBundleDir, id))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
 )
@@ -33,7 +34,7 @@ func setup(t *testing.T) (ns string, v netsetup.Veth) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { netsetup.Delete(ns) })
-		v = netsetup.Veth{HostName: fmt.Sprintf("cgfw%d", i), PeerName: "eth0", NS: ns,
+		v = netsetup.Veth{HostName: fmt.Sprintf("cgfw%02d", i), PeerName: "eth0", NS: ns,
 			HostAddr: netip.PrefixFrom(base.Next(), 30), PeerAddr: netip.PrefixFrom(base.Next().Next(), 30)}
 		if err := v.Add(); err != nil {
 			t.Fatal(err)
@@ -75,13 +76,18 @@ func dialFrom(ns, addr string) error {
 	})
 }
 
-// TestHostTableAlone proves the host-side table holds by itself (with no
-// rules inside the namespace): only the gateway's service ports answer.
+// TestHostTableAlone proves the shared host table holds by itself (with no
+// rules inside the namespace): only the gateway's service ports answer, a
+// second sandbox's gateway is out of reach, and the table stays while held
+// and goes with RemoveIfUnused once it is not.
 func TestHostTableAlone(t *testing.T) {
 	ns, v := setup(t)
+	_, v2 := setup(t)
 	gw := v.HostAddr.Addr()
-	r := Rules{ID: "fwtest" + v.HostName, HostIf: v.HostName, Gateway: gw}
-	t.Cleanup(func() { RemoveHost(r.ID) })
+	// A private table and prefix (this test's veths only), so that the test
+	// neither depends on nor disturbs the real one.
+	h := Host{Table: "cagent_fwtest_" + v.HostName, IfPrefix: v.HostName, LockDir: t.TempDir()}
+	t.Cleanup(func() { h.RemoveIfUnused(nil) })
 	// Before: a host service on 0.0.0.0 is reachable through the veth.
 	l, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {
@@ -97,36 +103,65 @@ func TestHostTableAlone(t *testing.T) {
 			c.Close()
 		}
 	}()
-	hostSvc := fmt.Sprintf("%s:%d", gw, l.Addr().(*net.TCPAddr).Port)
+	port := l.Addr().(*net.TCPAddr).Port
+	hostSvc := fmt.Sprintf("%s:%d", gw, port)
 	if err := dialFrom(ns, hostSvc); err != nil {
 		t.Fatalf("before the rules the host service should be reachable (test is vacuous): %v", err)
 	}
 	listen(t, fmt.Sprintf("%s:3128", gw))
-	if err := r.installHost(); err != nil {
+	// Another sandbox's gateway, a host address too: routed through this
+	// sandbox's gateway (a sandbox has no such route, but the host table
+	// must not rely on that).
+	other := fmt.Sprintf("%s:3128", v2.HostAddr.Addr())
+	listen(t, other)
+	err = netsetup.Do(ns, func() error {
+		link, err := netlink.LinkByName(v.PeerName)
+		if err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index,
+			Dst: &net.IPNet{IP: v2.HostAddr.Masked().Addr().AsSlice(), Mask: net.CIDRMask(30, 32)}, Gw: gw.AsSlice()})
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := dialFrom(ns, other); err != nil {
+		t.Fatalf("before the rules the other gateway should be reachable (test is vacuous): %v", err)
+	}
+	release, err := h.Hold()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second hold finds the table and adds nothing.
+	release2, err := h.Hold()
+	if err != nil {
+		t.Fatal(err)
+	}
+	release2()
 	if err := dialFrom(ns, hostSvc); err == nil {
 		t.Errorf("host service on 0.0.0.0 reachable through the gateway despite the host table")
+	}
+	if err := dialFrom(ns, other); err == nil {
+		t.Errorf("another sandbox's gateway reachable despite the host table")
 	}
 	if err := dialFrom(ns, fmt.Sprintf("%s:3128", gw)); err != nil {
 		t.Errorf("gateway proxy port blocked: %v", err)
 	}
-	ids, err := HostTables()
-	if err != nil {
-		t.Fatal(err)
+	if gone, err := h.RemoveIfUnused(nil); gone || err != nil {
+		t.Errorf("RemoveIfUnused while held = %v, %v; want false, nil", gone, err)
 	}
-	found := false
-	for _, id := range ids {
-		found = found || id == r.ID
+	release()
+	if ok, err := h.Exists(); !ok || err != nil {
+		t.Errorf("table gone after the last release (%v, %v): it should stay until RemoveIfUnused", ok, err)
 	}
-	if !found {
-		t.Errorf("HostTables() = %v, missing %s", ids, r.ID)
+	if gone, err := h.RemoveIfUnused(func() (bool, error) { return true, nil }); gone || err != nil {
+		t.Errorf("RemoveIfUnused with an interface in use = %v, %v; want false, nil", gone, err)
 	}
-	if err := RemoveHost(r.ID); err != nil {
-		t.Fatal(err)
+	if gone, err := h.RemoveIfUnused(nil); !gone || err != nil {
+		t.Fatalf("RemoveIfUnused = %v, %v; want true, nil", gone, err)
 	}
-	if err := RemoveHost(r.ID); err != nil {
-		t.Errorf("second RemoveHost: %v", err)
+	if gone, err := h.RemoveIfUnused(nil); !gone || err != nil {
+		t.Errorf("second RemoveIfUnused = %v, %v; want true, nil", gone, err)
 	}
 	if err := dialFrom(ns, hostSvc); err != nil {
 		t.Errorf("after removal the host service should be reachable again: %v", err)
