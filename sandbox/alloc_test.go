@@ -3,12 +3,15 @@ package sandbox
 import (
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
+	"golang.org/x/sys/unix"
 )
 
 // TestAllocateExhaustion: a /29 pool holds two /30 sandboxes; the third is
@@ -92,5 +95,83 @@ func TestIsInitOf(t *testing.T) {
 		if got := isInitOf(tc.status, tc.ppid); got != tc.want {
 			t.Errorf("%s: isInitOf = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestWaitPidFile: runc writes its pid file to a temporary name and
+// renames it; the wait sees the rename, a file already there, and gives
+// up when the runtime is done.
+func TestWaitPidFile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		early bool // the file exists before the wait starts
+		never bool // nothing is written; done closes
+	}{{name: "renamed later"}, {name: "already there", early: true}, {name: "never written", never: true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "init.pid")
+			write := func() {
+				tmp := filepath.Join(dir, ".init.pid")
+				if err := os.WriteFile(tmp, []byte("4242"), 0o644); err != nil {
+					t.Error(err)
+				}
+				if err := os.Rename(tmp, path); err != nil {
+					t.Error(err)
+				}
+			}
+			done := make(chan struct{})
+			switch {
+			case tc.early:
+				write()
+			case tc.never:
+				time.AfterFunc(50*time.Millisecond, func() { close(done) })
+			default:
+				time.AfterFunc(50*time.Millisecond, write)
+			}
+			t0 := time.Now()
+			pid, ok := waitPidFile(path, done)
+			if tc.never {
+				if ok || time.Since(t0) > 5*time.Second {
+					t.Errorf("waitPidFile = %d, %v after %v; want false soon after done", pid, ok, time.Since(t0))
+				}
+				return
+			}
+			if !ok || pid != 4242 {
+				t.Errorf("waitPidFile = %d, %v; want 4242, true", pid, ok)
+			}
+		})
+	}
+}
+
+// TestWaitExit: a pidfd wait returns when the process exits (also as an
+// unreaped zombie), and gives up when done closes first.
+func TestWaitExit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sleep string
+		done  bool // close done before the process exits
+		want  bool
+	}{{"exits", "0.05", false, true}, {"done first", "30", true, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("sleep", tc.sleep)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			fd, err := unix.PidfdOpen(cmd.Process.Pid, unix.PIDFD_NONBLOCK)
+			if err != nil {
+				t.Skipf("pidfd: %v", err)
+			}
+			f := os.NewFile(uintptr(fd), "pidfd")
+			defer f.Close()
+			done := make(chan struct{})
+			if tc.done {
+				time.AfterFunc(50*time.Millisecond, func() { close(done) })
+			}
+			t0 := time.Now()
+			if got := waitExit(f, done); got != tc.want || time.Since(t0) > 10*time.Second {
+				t.Errorf("waitExit = %v after %v, want %v", got, time.Since(t0), tc.want)
+			}
+		})
 	}
 }

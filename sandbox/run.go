@@ -536,27 +536,20 @@ loop:
 // it and waits for them before the exit is reported, so nothing in the
 // sandbox runs any more. The pid is checked to be a PID
 // namespace's init and our runtime's child (not a reused pid) through a
-// pidfd, which cannot be reused.
+// pidfd, which cannot be reused. Both waits (for the pid file, then for
+// the exit) sleep in the runtime's netpoller (inotify, pidfd) rather than
+// polling, which would take CPU from the runtime starting the container.
 func (r *run) watchInit(pidFile string, runtimePID int, done <-chan struct{}) bool {
-	var pid int
-	for {
-		if b, err := os.ReadFile(pidFile); err == nil {
-			if n, err := strconv.Atoi(string(bytes.TrimSpace(b))); err == nil && n > 0 {
-				pid = n
-				break
-			}
-		}
-		select {
-		case <-done:
-			return false
-		case <-time.After(time.Millisecond):
-		}
+	pid, ok := waitPidFile(pidFile, done)
+	if !ok {
+		return false
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		return false
 	}
-	defer unix.Close(fd)
+	pidfd := os.NewFile(uintptr(fd), "pidfd")
+	defer pidfd.Close()
 	// Our container's init: a child of our runtime process and pid 1 of
 	// its own PID namespace (this also holds for a zombie, as /bin/true's
 	// init may already be). Checked after opening the pidfd and before the
@@ -570,21 +563,71 @@ func (r *run) watchInit(pidFile string, runtimePID int, done <-chan struct{}) bo
 	if unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
 		return false
 	}
+	return waitExit(pidfd, done)
+}
+
+// waitExit waits until the process of a non-blocking pidfd exits (it
+// becomes readable then) and reports true, or false once done is closed.
+func waitExit(pidfd *os.File, done <-chan struct{}) bool {
+	rc, err := pidfd.SyscallConn()
+	if err != nil {
+		return false
+	}
+	defer untilDone(pidfd, done)()
+	exited := false
+	err = rc.Read(func(fd uintptr) bool {
+		n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		exited = n > 0
+		return exited
+	})
+	return err == nil && exited
+}
+
+// waitPidFile waits for runc's pid file (written to a temporary name and
+// renamed) and returns the pid in it, or false once done is closed.
+func waitPidFile(path string, done <-chan struct{}) (int, bool) {
+	read := func() (int, bool) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return 0, false
+		}
+		n, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+		return n, err == nil && n > 0
+	}
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return 0, false
+	}
+	in := os.NewFile(uintptr(fd), "inotify")
+	defer in.Close()
+	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(path), unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE); err != nil {
+		return 0, false
+	}
+	defer untilDone(in, done)()
+	buf := make([]byte, 4096)
 	for {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 5)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return false
+		// Checked after the watch is in place, so no rename is missed.
+		if pid, ok := read(); ok {
+			return pid, true
 		}
-		if n > 0 {
-			return true
-		}
-		select {
-		case <-done:
-			return false
-		default:
+		if _, err := in.Read(buf); err != nil {
+			return 0, false
 		}
 	}
+}
+
+// untilDone makes f's pending and future reads fail once done is closed;
+// the returned function stops watching done.
+func untilDone(f *os.File, done <-chan struct{}) (stop func()) {
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			_ = f.SetReadDeadline(time.Now())
+		case <-stopped:
+		}
+	}()
+	return func() { close(stopped) }
 }
 
 // isInitOf reports whether a /proc/PID/status describes pid 1 of a child
