@@ -3,12 +3,17 @@ package main
 import (
 	"log/slog"
 	"os"
+	"runtime/debug"
+	"time"
 
 	"github.com/cagent-dev/cagent/sandbox/oneshot"
 	"github.com/spf13/cobra"
 )
 
 func init() { commands = append(commands, newRunCmd) }
+
+// gcStartPercent is the GOGC of a run's first second (see runSandbox).
+const gcStartPercent = 400
 
 type runFlags struct {
 	config, runtime, workspace, stateDir, auditLog, agent string
@@ -56,6 +61,18 @@ the command's status. Needs root. Everything is removed on exit; after a crash,
 }
 
 func runSandbox(cmd *cobra.Command, fl runFlags, args []string) (int, error) {
+	// Setting up a sandbox allocates ~3 MB (the audit queue's buffer, JSON
+	// and netlink messages), which crosses the Go runtime's initial 4 MB
+	// heap goal while the container runtime starts: the collection would
+	// compete with it for the CPU (and fault in its own memory). Collect
+	// less often for the first second, then go back to the default, so
+	// that a long session's heap stays as small as usual.
+	if old := debug.SetGCPercent(gcStartPercent); old < 0 || old > gcStartPercent {
+		debug.SetGCPercent(old) // GOGC=off or higher: leave it
+	} else {
+		t := time.AfterFunc(time.Second, func() { debug.SetGCPercent(old) })
+		defer t.Stop()
+	}
 	level := slog.LevelWarn
 	if fl.verbose {
 		level = slog.LevelDebug
