@@ -204,10 +204,17 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 		}
 	}
 
-	// The trace travels in the context the reverse proxy derives the
-	// outbound request from, so RoundTrip needs no second request copy.
-	ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), keyReq, rs), &httptrace.ClientTrace{GotConn: rs.gotConn})
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	abort := false
+	if len(upgradeProtocols(r.Header)) == 0 {
+		abort = p.forward(w, r, rs)
+	} else {
+		// Protocol upgrades (WebSocket) go through ReverseProxy, which
+		// turns the connection into a tunnel after the 101. The trace
+		// travels in the context the reverse proxy derives the outbound
+		// request from, so RoundTrip needs no second request copy.
+		ctx := httptrace.WithClientTrace(context.WithValue(r.Context(), keyReq, rs), &httptrace.ClientTrace{GotConn: rs.gotConn})
+		p.rp.ServeHTTP(w, r.WithContext(ctx))
+	}
 
 	rs.mu.Lock()
 	ev.Status = rs.status
@@ -227,6 +234,12 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 	ev.BytesUp, ev.BytesDown = rs.bytesUp.Load(), rs.bytesDown.Load()
 	ev.DurationMS = p.clock().Sub(start).Milliseconds()
 	p.record(ev, d.key())
+	if abort {
+		// The response was cut off after its header went out: end the
+		// client connection so the truncation cannot look like a complete
+		// response (as ReverseProxy does).
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // rewrite builds the outbound request: the checked destination, the
@@ -419,7 +432,12 @@ func (b *upgradeBody) Close() error { return b.rwc.Close() }
 
 // proxyError turns a transport error into the decision table's answer.
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	rs := reqStateFrom(r.Context())
+	p.upstreamFailed(w, r, reqStateFrom(r.Context()), err)
+}
+
+// upstreamFailed answers a request that could not be completed upstream
+// (before any of the response was sent).
+func (p *Proxy) upstreamFailed(w http.ResponseWriter, r *http.Request, rs *reqState, err error) {
 	dn := classifyError(err)
 	if rs != nil {
 		rs.mu.Lock()

@@ -71,8 +71,10 @@ type state struct {
 	rootCAs       *x509.CertPool
 	upstreamProxy *url.URL
 
+	pool upstreamPool // idle connections of the forwarder
+
 	mu         sync.Mutex
-	transports map[string]*http.Transport
+	transports map[string]*http.Transport // ReverseProxy's, for protocol upgrades
 }
 
 // New builds a proxy: it loads or creates the CA and opens the budget
@@ -214,6 +216,7 @@ func (p *Proxy) SetPolicy(pol *policy.Policy) {
 }
 
 func (st *state) closeIdle() {
+	st.pool.closeAll()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, t := range st.transports {

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# A/B comparison of two cagent builds on the HTTP keep-alive load of run.sh:
+# both proxies run side by side and wrk alternates between them (and the
+# direct path), so that both see the same machine load. Prints req/s and the
+# proxy's CPU time per request, per round and as medians.
+#
+#   bench/proxy/ab.sh OLD_CAGENT NEW_CAGENT     # ROUNDS=6 DURATION=3 CONNS=32
+#
+# Needs: go, wrk. Like run.sh it only talks to loopback: the target is
+# 127.0.0.1 (allowed through ip_ranges), so no name is ever resolved.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ $# = 2 ] || { echo "usage: $0 OLD_CAGENT NEW_CAGENT" >&2; exit 2; }
+A=$(realpath "$1") B=$(realpath "$2")
+ROUNDS=${ROUNDS:-6}
+DUR=${DURATION:-3}
+CONNS=${CONNS:-32}
+command -v wrk >/dev/null || { echo "missing wrk" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)" || true
+
+W=$(mktemp -d /tmp/cagent-ab.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+go build -o "$W/benchtool" ./bench/proxy/benchtool
+UP_HTTP=127.0.0.1:18180
+"$W/benchtool" serve --dir "$W" --http $UP_HTTP --tls 127.0.0.1:18543 --raw 127.0.0.1:18199 --dns 127.0.0.1:18153 > "$W/serve.out" 2>&1 &
+PIDS+=($!)
+
+cat > "$W/cagent.yaml" <<YAML
+dns: {upstream: ["127.0.0.1:18153"]}
+egress_limits: {default: 1000GiB}
+ip_ranges:
+  - {cidr: 127.0.0.1/32}
+YAML
+start() { # binary port name
+  mkdir -p "$W/$3"
+  "$1" proxy --config "$W/cagent.yaml" --listen 127.0.0.1:$2 --admin 127.0.0.1:$(( $2 + 100 )) \
+    --state-dir "$W/$3/state" --audit-log "$W/$3/audit.jsonl" > "$W/$3/out" 2> "$W/$3/log" &
+  PIDS+=($!)
+}
+# Not in a $(...) subshell: PIDS must reach cleanup.
+start "$A" 13228 a; PA=${PIDS[-1]}
+start "$B" 13229 b; PB=${PIDS[-1]}
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }
+for a in $UP_HTTP 127.0.0.1:13228 127.0.0.1:13229; do wait_port $a; done
+sleep 1
+
+cat > "$W/abs.lua" <<LUA
+wrk.path = "http://$UP_HTTP/"
+wrk.headers["Host"] = "$UP_HTTP"
+LUA
+ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+HZ=$(getconf CLK_TCK)
+rps() { awk '/Requests\/sec/ {print $2}'; }
+run() { # pid port -> "rps us_per_req"
+  local t0 out r
+  t0=$(ticks $1)
+  out=$(wrk -t2 -c$CONNS -d${DUR}s -s "$W/abs.lua" "http://127.0.0.1:$2/")
+  r=$(rps <<<"$out")
+  awk -v t=$(( $(ticks $1) - t0 )) -v hz=$HZ -v r="$r" -v d=$DUR 'BEGIN { printf "%s %.1f", r, t/hz*1e6/(r*d) }'
+}
+# warm-up: connections, pools, heap
+run $PA 13228 >/dev/null; run $PB 13229 >/dev/null
+printf '%-6s %10s %10s %8s %10s %8s\n' round direct A_req/s A_us/req B_req/s B_us/req
+: > "$W/rows"
+for i in $(seq "$ROUNDS"); do
+  d=$(wrk -t2 -c$CONNS -d${DUR}s "http://$UP_HTTP/" | rps)
+  if (( i % 2 )); then a=$(run $PA 13228); b=$(run $PB 13229); else b=$(run $PB 13229); a=$(run $PA 13228); fi
+  printf '%-6s %10s %10s %8s %10s %8s\n' "$i" "$d" $a $b | tee -a "$W/rows"
+done
+med() { sort -n | awk '{v[NR]=$1} END { if (NR%2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2 }'; }
+printf '%-6s %10s %10s %8s %10s %8s\n' median "$(awk '{print $2}' "$W/rows" | med)" \
+  "$(awk '{print $3}' "$W/rows" | med)" "$(awk '{print $4}' "$W/rows" | med)" \
+  "$(awk '{print $5}' "$W/rows" | med)" "$(awk '{print $6}' "$W/rows" | med)"
