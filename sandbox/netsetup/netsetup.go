@@ -196,6 +196,12 @@ func (v Veth) Add() error {
 	defer ns.Close()
 	la := netlink.NewLinkAttrs()
 	la.Name = v.HostName
+	// One queue each way, for both ends, said explicitly: the kernel's
+	// default is one too, but when the request does not say so the veth
+	// driver first makes one queue per CPU and then shrinks the device to
+	// one, which waits for an expedited RCU grace period (synchronize_net,
+	// IPIs to every CPU) per end, under the rtnl lock.
+	la.NumTxQueues, la.NumRxQueues = 1, 1
 	link := &netlink.Veth{LinkAttrs: la, PeerName: v.PeerName, PeerNamespace: netlink.NsFd(int(ns))}
 	if err := netlink.LinkAdd(link); err != nil {
 		if errors.Is(err, unix.EEXIST) {
