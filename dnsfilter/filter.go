@@ -20,7 +20,6 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/cagent-dev/cagent/audit"
@@ -354,36 +353,18 @@ func (f *Filter) ServeUDP(pc net.PacketConn) error {
 	return first
 }
 
-const udpBatch = 32
+// udpBatchSize is how many datagrams a reader takes (and replies it sends)
+// per system call.
+const udpBatchSize = 32
 
 func (f *Filter) udpReader(pc net.PacketConn) error {
-	var batch *ipv4.PacketConn
-	if _, isUDP := pc.(*net.UDPConn); isUDP && pc.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
-		batch = ipv4.NewPacketConn(pc)
-	}
-	in := make([]ipv4.Message, udpBatch)
-	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, udpReadSize)}
-	}
-	out := make([]ipv4.Message, udpBatch)
-	outBuf := make([][]byte, udpBatch)
-	for i := range out {
-		outBuf[i] = make([]byte, 0, dns.MinMsgSize)
-		out[i].Buffers = [][]byte{nil}
-	}
+	b := newUDPBatch(pc)
+	outBuf := replyBufs()
 	key := make([]byte, 0, 260)
 	var lastClient netip.Addr
 	var lastKey string
 	for {
-		var n int
-		var err error
-		if batch != nil {
-			n, err = batch.ReadBatch(in, 0)
-		} else {
-			var addr net.Addr
-			in[0].N, addr, err = pc.ReadFrom(in[0].Buffers[0])
-			in[0].Addr, n = addr, 1
-		}
+		n, err := b.read()
 		if err != nil {
 			if f.isClosed() || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -396,45 +377,30 @@ func (f *Filter) udpReader(pc net.PacketConn) error {
 		}
 		w := 0
 		for i := 0; i < n; i++ {
-			m := &in[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
+			wire, from, ok := b.datagram(i)
 			if !ok {
 				continue
 			}
-			from := ua.AddrPort()
 			client := from.Addr().Unmap()
 			if client != lastClient || lastKey == "" {
 				lastClient, lastKey = client, client.String()
 			}
-			wire := m.Buffers[0][:m.N]
 			start := time.Now()
 			if r := f.fast(client, lastKey, wire, key, outBuf[w]); r != nil {
 				outBuf[w] = r
-				out[w].Buffers[0] = r
-				out[w].Addr = m.Addr
+				b.reply(i, r)
 				w++
 				f.met.queryTimeUDP.Observe(time.Since(start).Seconds())
 				continue
 			}
-			f.slowUDP(pc, from, m.Addr, wire)
+			f.slowUDP(pc, from, wire)
 		}
-		for sent := 0; sent < w; {
-			if batch == nil {
-				_, _ = pc.WriteTo(out[sent].Buffers[0], out[sent].Addr)
-				sent++
-				continue
-			}
-			k, err := batch.WriteBatch(out[sent:w], 0)
-			if err != nil || k == 0 {
-				break // the client will retry
-			}
-			sent += k
-		}
+		b.flush()
 	}
 }
 
 // slowUDP answers one query on the full path in its own goroutine.
-func (f *Filter) slowUDP(pc net.PacketConn, from netip.AddrPort, addr net.Addr, wire []byte) {
+func (f *Filter) slowUDP(pc net.PacketConn, from netip.AddrPort, wire []byte) {
 	select {
 	case f.sem <- struct{}{}:
 	default:
@@ -453,7 +419,11 @@ func (f *Filter) slowUDP(pc net.PacketConn, from netip.AddrPort, addr net.Addr, 
 		if out == nil {
 			return
 		}
-		_, _ = pc.WriteTo(out, addr)
+		if uc, ok := pc.(*net.UDPConn); ok {
+			_, _ = uc.WriteToUDPAddrPort(out, from)
+		} else {
+			_, _ = pc.WriteTo(out, net.UDPAddrFromAddrPort(from))
+		}
 		f.met.queryTimeUDP.Observe(time.Since(start).Seconds())
 	}()
 }
