@@ -304,6 +304,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rs *reqState) (a
 			p.upstreamFailed(w, r, rs, err)
 			return false
 		}
+		if resp.StatusCode == http.StatusRequestTimeout && attempt == 0 && c.reused && replayable {
+			// What some servers send on a connection they close for being
+			// idle, read here as the answer when the idle check was skipped.
+			stop()
+			c.close()
+			continue
+		}
 		reuse, abort := p.relay(w, r, rs, c, resp)
 		if !stop() || !reuse {
 			c.close()

@@ -464,6 +464,25 @@ func TestForwardStaleConnection(t *testing.T) {
 	if _, reqs := u2.received(); strings.Join(reqs, ",") != "GET /1,GET /2,GET /2,POST /3,DELETE /4" {
 		t.Fatalf("upstream saw %v", reqs)
 	}
+
+	// Says 408 on an idle connection and closes it: for a GET sent soon
+	// after (no idle check), the 408 is read as the answer; the request is
+	// sent again on a new connection.
+	u3 := startRaw(t, func(c *rawConn) {
+		if _, _, err := c.readRequest(); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	})
+	e3 := newEnv(t, withPort(rawPolicy, u3.port))
+	for i := 1; i <= 2; i++ {
+		if resp, _ := e3.get(fmt.Sprintf("http://raw.test:%d/%d", u3.port, i)); resp.StatusCode != 200 {
+			t.Fatalf("GET %d after an idle 408: %d", i, resp.StatusCode)
+		}
+		time.Sleep(60 * time.Millisecond)
+	}
 }
 
 // TestForwardStreams: server-sent events and bodies of unknown length
