@@ -62,7 +62,9 @@ type Config struct {
 	// source address (api.Config; defaults 20 per minute, negative: off).
 	AuthFailLimit  int
 	AuthFailWindow time.Duration
-	LogRetention   time.Duration
+	// Quotas bound each tenant's objects (api.DefaultQuotas when zero).
+	Quotas       api.Quotas
+	LogRetention time.Duration
 
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -160,7 +162,7 @@ func Open(ctx context.Context, cfg *Config) (*api.Server, *store.SQL, error) {
 			return kr, err
 		},
 		TrustedProxies: cfg.TrustedProxies, Rate: cfg.Rate, Burst: cfg.Burst,
-		AuthFailLimit: cfg.AuthFailLimit, AuthFailWindow: cfg.AuthFailWindow,
+		AuthFailLimit: cfg.AuthFailLimit, AuthFailWindow: cfg.AuthFailWindow, Quotas: cfg.Quotas,
 		Notify: func(tenantID, agentID string) {
 			hub.Notify(tenantID, agentID)
 			if notify != nil {

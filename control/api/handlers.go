@@ -192,6 +192,9 @@ func (s *Server) mintToken(c *call, st store.Store, tenantID, kind, name, agentI
 	if exp != nil {
 		t.ExpiresAt = exp.UTC()
 	}
+	if err := s.underQuota(c.r.Context(), st, tenantID, store.CountTokens); err != nil {
+		return createdToken{}, err
+	}
 	if err := st.CreateToken(c.r.Context(), t); err != nil {
 		return createdToken{}, err
 	}
@@ -305,6 +308,9 @@ func (s *Server) createAgent(c *call) error {
 	// The agent and its token are created together or not at all.
 	var tok createdToken
 	err := c.change(func(st store.Store) error {
+		if err := s.underQuota(c.r.Context(), st, c.tenantID, store.CountAgents); err != nil {
+			return err
+		}
 		if err := st.CreateAgent(c.r.Context(), a); err != nil {
 			return err
 		}
@@ -518,6 +524,9 @@ func (s *Server) createPolicy(c *call) error {
 		return err
 	}
 	err = c.change(func(st store.Store) error {
+		if err := s.underQuota(c.r.Context(), st, c.tenantID, store.CountPolicies); err != nil {
+			return err
+		}
 		if err := st.CreatePolicy(c.r.Context(), p); err != nil {
 			return err
 		}
@@ -637,6 +646,14 @@ func (s *Server) putSecret(c *call) error {
 	}
 	status := http.StatusOK
 	err = c.change(func(st store.Store) error {
+		// Only a new name counts against the quota; replacing one does not.
+		if _, err := st.GetSecret(c.r.Context(), c.tenantID, name); errors.Is(err, store.ErrNotFound) {
+			if err := s.underQuota(c.r.Context(), st, c.tenantID, store.CountSecrets); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
 		var created bool
 		var err error
 		if x, created, err = st.PutSecret(c.r.Context(), x); err != nil {
@@ -724,6 +741,9 @@ func (s *Server) createACL(c *call) error {
 	}
 	a := store.ACL{ID: store.NewID(), TenantID: c.tenantID, CIDR: req.CIDR, Description: req.Description, CreatedAt: c.now()}
 	err := c.change(func(st store.Store) error {
+		if err := s.underQuota(c.r.Context(), st, c.tenantID, store.CountACLs); err != nil {
+			return err
+		}
 		if err := st.CreateACL(c.r.Context(), a); err != nil {
 			return err
 		}

@@ -509,3 +509,51 @@ func marshal(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+func quotas(q api.Quotas) option { return func(c *api.Config) { c.Quotas = q } }
+
+// TestTenantQuotas: every tenant shares one database, and nothing bounded
+// how many agents, policies, secrets, tokens or ACL entries one tenant
+// creates. Past its quota a creation answers 403 quota_exceeded;
+// replacing existing objects, other tenants and superadmin tokens are not
+// affected, and deleting makes room again.
+func TestTenantQuotas(t *testing.T) {
+	each(t, func(t *testing.T, dsn string) {
+		// The fixture makes 1 agent and 3 tokens (admin, dev, agent).
+		e := newEnv(t, dsn, quotas(api.Quotas{Agents: 2, Tokens: 5, Policies: 1, Secrets: 1, ACLs: 1}))
+		a, b := e.tenant("alpha"), e.tenant("beta")
+		quota := func(r resp) {
+			t.Helper()
+			if r.status != 403 || r.json(t)["error"] != "quota_exceeded" {
+				t.Fatalf("want quota_exceeded: %d %s", r.status, r.body)
+			}
+		}
+		second := e.must(201, e.do("POST", a.path("/agents"), a.admin, map[string]any{"name": "two"})).json(t) // tokens: 4
+		quota(e.do("POST", a.path("/agents"), a.admin, map[string]any{"name": "three"}))
+		e.must(201, e.do("POST", a.path("/tokens"), a.admin, map[string]any{"kind": "dev", "name": "d2"})) // tokens: 5
+		quota(e.do("POST", a.path("/tokens"), a.admin, map[string]any{"kind": "dev", "name": "d3"}))
+		quota(e.do("POST", a.path("/tokens"), e.super, map[string]any{"kind": "agent", "name": "a", "agent_id": a.agentID}))
+		e.must(201, e.do("POST", "/api/v1/tokens", e.super, map[string]any{"name": "ops"}))
+
+		pol := e.must(201, e.do("POST", a.path("/policies"), a.admin, map[string]any{"entry": map[string]any{"domain": "one.example"}})).json(t)
+		quota(e.do("POST", a.path("/policies"), a.admin, map[string]any{"entry": map[string]any{"domain": "two.example"}}))
+		e.must(200, e.do("PUT", a.path("/policies/"+pol["id"].(string)), a.admin, map[string]any{"entry": map[string]any{"domain": "one.example"}, "enabled": false}))
+
+		e.must(201, e.do("PUT", a.path("/secrets/one"), a.admin, map[string]any{"value": "v1"}))
+		e.must(200, e.do("PUT", a.path("/secrets/one"), a.admin, map[string]any{"value": "v2"}))
+		e.must(200, e.do("POST", a.path("/secrets/one/rotate"), a.admin, map[string]any{"value": "v3"}))
+		quota(e.do("PUT", a.path("/secrets/two"), a.admin, map[string]any{"value": "v"}))
+
+		e.must(201, e.do("POST", a.path("/ip-acls"), a.admin, map[string]any{"cidr": "127.0.0.0/8"}))
+		quota(e.do("POST", a.path("/ip-acls"), a.admin, map[string]any{"cidr": "10.0.0.0/8"}))
+
+		// beta has its own quota.
+		e.must(201, e.do("POST", b.path("/agents"), b.admin, map[string]any{"name": "two"}))
+		e.must(201, e.do("POST", b.path("/policies"), b.admin, map[string]any{"entry": map[string]any{"domain": "one.example"}}))
+		// Deleting makes room.
+		e.must(204, e.do("DELETE", a.path("/agents/"+second["id"].(string)), a.admin, nil)) // and its token
+		e.must(201, e.do("POST", a.path("/agents"), a.admin, map[string]any{"name": "three"}))
+		e.must(204, e.do("DELETE", a.path("/policies/"+pol["id"].(string)), a.admin, nil))
+		e.must(201, e.do("POST", a.path("/policies"), a.admin, map[string]any{"entry": map[string]any{"domain": "two.example"}}))
+	})
+}

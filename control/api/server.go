@@ -62,6 +62,8 @@ type Config struct {
 	AuthFailLimit  int
 	AuthFailWindow time.Duration
 	AuthFailTrack  int
+	// Quotas bound each tenant's objects (DefaultQuotas for zero fields).
+	Quotas Quotas
 	// OnlineWindow: an agent is online while its last heartbeat is younger.
 	OnlineWindow time.Duration
 	MaxLogBatch  int
@@ -91,6 +93,7 @@ func (c *Config) Validate() error {
 	if c.Burst == 0 {
 		c.Burst = DefaultBurst
 	}
+	c.Quotas.fill()
 	if c.AuthFailLimit == 0 {
 		c.AuthFailLimit = DefaultAuthFailLimit
 	}

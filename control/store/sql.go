@@ -368,6 +368,29 @@ func (s *SQL) DeleteTenant(ctx context.Context, id string) error {
 	})
 }
 
+// CountTenant counts with one constant query per kind (no SQL is built
+// from the argument).
+func (s *SQL) CountTenant(ctx context.Context, tenantID string, kind Countable) (int, error) {
+	var q string
+	switch kind {
+	case CountAgents:
+		q = `SELECT COUNT(*) FROM agents WHERE tenant_id = ?`
+	case CountTokens:
+		q = `SELECT COUNT(*) FROM tokens WHERE tenant_id = ?`
+	case CountPolicies:
+		q = `SELECT COUNT(*) FROM policies WHERE tenant_id = ?`
+	case CountSecrets:
+		q = `SELECT COUNT(*) FROM secrets WHERE tenant_id = ?`
+	case CountACLs:
+		q = `SELECT COUNT(*) FROM ip_acls WHERE tenant_id = ?`
+	default:
+		return 0, fmt.Errorf("count: unknown kind %d", kind)
+	}
+	var n int
+	err := s.queryRow(ctx, q, tenantID).Scan(&n)
+	return n, err
+}
+
 // --- tokens ---
 
 const tokenCols = `id, tenant_id, kind, name, agent_id, salt, hash, disabled, expires_at, created_at`

@@ -18,6 +18,18 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
+// Countable names the tenant objects that have quotas.
+type Countable int
+
+// Countable kinds.
+const (
+	CountAgents Countable = iota
+	CountTokens
+	CountPolicies
+	CountSecrets
+	CountACLs
+)
+
 // Token kinds.
 const (
 	KindSuperadmin = "superadmin"
@@ -188,6 +200,9 @@ type Store interface {
 	SetMetaOnce(ctx context.Context, key, value string) (bool, error)
 
 	CreateTenant(ctx context.Context, t Tenant) error
+	// CountTenant counts a tenant's objects of one kind (a Count*
+	// constant), for quotas.
+	CountTenant(ctx context.Context, tenantID string, kind Countable) (int, error)
 	GetTenant(ctx context.Context, id string) (Tenant, error)
 	ListTenants(ctx context.Context) ([]Tenant, error)
 	// DeleteTenant hides the tenant and disables its tokens and agents.
