@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -103,7 +104,7 @@ func (s *Server) authn(c *call) (Principal, error) {
 			msg: "too many failed token attempts from this address; retry later", retry: wait}
 	}
 	p, err := s.authenticate(c.r.Context(), c.r)
-	if err == errUnauthorized && s.fails.fail(c.client, now) {
+	if errors.Is(err, errUnauthorized) && s.fails.fail(c.client, now) {
 		s.log.Warn("failed token attempts: address throttled", "client", source(c.client).String(),
 			"failures", s.cfg.AuthFailLimit, "window", s.cfg.AuthFailWindow, "request_id", c.rid)
 	}
