@@ -30,7 +30,13 @@ func main() {
 	flag.StringVar(&rc.Admin, "admin", dnsfilter.DefaultAdmin, "admin address")
 	flag.StringVar(&rc.StateDir, "state-dir", dnsfilter.DefaultStateDir, "state directory")
 	flag.StringVar(&rc.AuditLog, "audit-log", "", "audit log file")
+	memLimit := flag.String("memory-limit", fmt.Sprintf("%dMiB", dnsfilter.DefaultMemoryLimit>>20), "soft memory limit (as `cagent dns`)")
 	flag.Parse()
+	var err error
+	if rc.MemoryLimit, err = dnsfilter.ParseMemoryLimit(*memLimit); err != nil {
+		fmt.Fprintln(os.Stderr, "dnsonly:", err)
+		os.Exit(2)
+	}
 	rc.Upstreams = ups
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
