@@ -10,6 +10,23 @@ import (
 // DefaultCacheSize bounds the answer cache when Config.CacheSize is 0.
 const DefaultCacheSize = 4096
 
+// cacheBytes bounds the estimated memory of the cached answers (entryCost),
+// besides their number. Typical answers (one or two records) cost ~300
+// bytes, so the count is what binds them; the byte bound is for large ones:
+// an upstream answer may carry hundreds of records (up to 64 KiB over TCP),
+// and 4096 of those would be hundreds of megabytes, far past the runtime's
+// memory limit (see DefaultMemoryLimit). An answer costing more than
+// 1/16 of the bound is served but not cached.
+const cacheBytes = 1 << 20
+
+// Estimated heap bytes of a cache entry beyond its strings and records (map
+// slot, key, cached struct, answer slice) and of one record beyond its
+// owner name and data (the RR struct and its interface slot).
+const (
+	cacheEntryOverhead = 160
+	cacheRROverhead    = 80
+)
+
 type cacheKey struct {
 	name  string // normalized: lower case, no trailing dot
 	qtype uint16
@@ -23,6 +40,22 @@ type cached struct {
 	answer  []dns.RR
 	stored  time.Time
 	expires time.Time
+	cost    int // entryCost, set by put
+}
+
+// entryCost estimates the heap bytes the entry keeps alive.
+func entryCost(k cacheKey, e *cached) int {
+	n := cacheEntryOverhead + len(k.name)
+	for _, rr := range e.answer {
+		n += cacheRROverhead + len(rr.Header().Name)
+		switch r := rr.(type) {
+		case *dns.A:
+			n += len(r.A)
+		case *dns.CNAME:
+			n += len(r.Target)
+		}
+	}
+	return n
 }
 
 // remaining is the TTL left at now, in whole seconds, at least 0.
@@ -34,17 +67,20 @@ func (c *cached) remaining(now time.Time) uint32 {
 	return uint32((d + time.Second - 1) / time.Second)
 }
 
-// cache is a bounded map of answers. Eviction drops expired entries first,
-// then arbitrary ones (Go's randomized map order), which is cheap and good
-// enough for a per-sandbox working set.
+// cache is a map of answers bounded by count and by estimated bytes.
+// Eviction drops expired entries first, then arbitrary ones (Go's
+// randomized map order), which is cheap and good enough for a per-sandbox
+// working set.
 type cache struct {
-	mu   sync.RWMutex
-	m    map[cacheKey]*cached
-	size int
+	mu       sync.RWMutex
+	m        map[cacheKey]*cached
+	size     int
+	maxBytes int
+	bytes    int
 }
 
-func newCache(size int) *cache {
-	return &cache{m: make(map[cacheKey]*cached), size: size}
+func newCache(size, maxBytes int) *cache {
+	return &cache{m: make(map[cacheKey]*cached), size: size, maxBytes: maxBytes}
 }
 
 func (c *cache) get(k cacheKey, now time.Time) *cached {
@@ -61,28 +97,37 @@ func (c *cache) put(k cacheKey, e *cached, now time.Time) {
 	if c.size <= 0 {
 		return
 	}
+	e.cost = entryCost(k, e)
+	if e.cost > c.maxBytes/16 {
+		return // served, not cached: see cacheBytes
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.m[k]; !ok && len(c.m) >= c.size {
+	if old, ok := c.m[k]; ok {
+		c.bytes -= old.cost
+		delete(c.m, k)
+	}
+	if len(c.m) >= c.size || c.bytes+e.cost > c.maxBytes {
 		for kk, v := range c.m {
 			if !now.Before(v.expires) {
+				c.bytes -= v.cost
 				delete(c.m, kk)
 			}
 		}
-		// Still full: make room for about 1/16 of the size at once, so a
+		// Still full: make room for about 1/16 of the bounds at once, so a
 		// full cache does not pay a map walk on every insert.
-		if len(c.m) >= c.size {
-			n := max(1, c.size/16)
-			for kk := range c.m {
-				if n == 0 {
+		if len(c.m) >= c.size || c.bytes+e.cost > c.maxBytes {
+			for kk, v := range c.m {
+				if len(c.m) < c.size-c.size/16 && c.bytes+e.cost <= c.maxBytes-c.maxBytes/16 {
 					break
 				}
+				c.bytes -= v.cost
 				delete(c.m, kk)
-				n--
 			}
 		}
 	}
 	c.m[k] = e
+	c.bytes += e.cost
 }
 
 func (c *cache) len() int {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 
@@ -19,8 +20,13 @@ import (
 // audit event and the metrics on every use. Anything unusual (EDNS options,
 // escapes, compression, several records, a policy change) takes the full path.
 
-// maxTemplates bounds the template map (like the cache it shadows).
-const maxTemplates = 4096
+// maxTemplates and templateBytes bound the template map (like the cache it
+// shadows) by count and by estimated bytes (templateCost); a full map starts
+// over.
+const (
+	maxTemplates  = 4096
+	templateBytes = 1 << 20
+)
 
 type template struct {
 	st      *state
@@ -43,8 +49,16 @@ type template struct {
 }
 
 type templates struct {
-	mu sync.RWMutex
-	m  map[string]*template
+	mu    sync.RWMutex
+	m     map[string]*template
+	bytes int
+}
+
+// templateCost estimates the heap bytes a template keeps alive: its
+// struct, key and reply, the offsets and the audit event's strings.
+func templateCost(key string, t *template) int {
+	return int(unsafe.Sizeof(*t)) + 64 + len(key) + len(t.wire) + 8*(len(t.nameOff)+len(t.ttlOff)) +
+		len(t.reg) + len(t.host) + len(t.ev.QName) + len(t.ev.Reason) + len(t.ev.Rule) + len(t.ev.Agent)
 }
 
 func newTemplates() *templates { return &templates{m: map[string]*template{}} }
@@ -232,12 +246,24 @@ func (q *query) remember(out []byte) {
 	if i > len(out) {
 		return
 	}
-	f.tpl.mu.Lock()
-	if len(f.tpl.m) >= maxTemplates {
-		clear(f.tpl.m) // rare: a working set beyond the bound starts over
+	f.tpl.add(string(fq.key), t)
+}
+
+// add stores t under key within the bounds.
+func (ts *templates) add(key string, t *template) {
+	cost := templateCost(key, t)
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if old := ts.m[key]; old != nil {
+		ts.bytes -= templateCost(key, old)
+		delete(ts.m, key)
 	}
-	f.tpl.m[string(fq.key)] = t
-	f.tpl.mu.Unlock()
+	if len(ts.m) >= maxTemplates || ts.bytes+cost > templateBytes {
+		clear(ts.m) // rare: a working set beyond the bound starts over
+		ts.bytes = 0
+	}
+	ts.m[key] = t
+	ts.bytes += cost
 }
 
 func equalFoldASCII(a, b []byte) bool {

@@ -2,6 +2,7 @@ package dnsfilter
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/cagent-dev/cagent/audit"
 )
 
 // The fast path must give exactly the full path's answer.
@@ -191,5 +194,38 @@ func TestParseFastRejects(t *testing.T) {
 		if _, good := parseFast(append(wire, 0), nil); good {
 			t.Error("trailing byte accepted")
 		}
+	}
+}
+
+// TestTemplatesBounded: templates stay within their count and byte bounds,
+// with the byte estimate consistent through replacements and restarts.
+func TestTemplatesBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply int // bytes of each template's reply
+	}{
+		{"small replies: the count binds", 40},
+		{"large replies: the bytes bind", 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTemplates()
+			sawFull := false
+			for i := range 3 * maxTemplates {
+				key := fmt.Sprintf("n%d.allowed.test", i%(2*maxTemplates))
+				ts.add(key, &template{wire: make([]byte, tc.reply), nameOff: []int{12}, ttlOff: []int{40},
+					ev: audit.Event{QName: key, Reason: "allowed by the policy entry allowed.test"}})
+				sum := 0
+				for k, v := range ts.m {
+					sum += templateCost(k, v)
+				}
+				if len(ts.m) > maxTemplates || ts.bytes > templateBytes || ts.bytes != sum {
+					t.Fatalf("after %d adds: %d templates, %d bytes accounted, %d summed", i+1, len(ts.m), ts.bytes, sum)
+				}
+				sawFull = sawFull || len(ts.m) == maxTemplates || ts.bytes+templateCost(key, ts.m[key]) > templateBytes
+			}
+			if !sawFull {
+				t.Fatal("never reached a bound")
+			}
+		})
 	}
 }

@@ -170,11 +170,11 @@ func New(cfg Config) (*Filter, error) {
 	}
 	switch cfg.CacheSize {
 	case 0:
-		f.cache = newCache(DefaultCacheSize)
+		f.cache = newCache(DefaultCacheSize, cacheBytes)
 	case -1:
-		f.cache = newCache(0)
+		f.cache = newCache(0, 0)
 	default:
-		f.cache = newCache(cfg.CacheSize)
+		f.cache = newCache(cfg.CacheSize, cacheBytes)
 	}
 	f.limiter = ratelimit.New(f.now)
 	reg := cfg.Metrics

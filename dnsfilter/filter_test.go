@@ -1,6 +1,7 @@
 package dnsfilter
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -299,13 +300,60 @@ domains:
 }
 
 func TestCacheBounded(t *testing.T) {
-	c := newCache(32)
+	c := newCache(32, cacheBytes)
 	now := time.Now()
 	for i := 0; i < 1000; i++ {
 		c.put(cacheKey{name: string(rune('a'+i%26)) + strings.Repeat("x", i), qtype: 1}, &cached{expires: now.Add(time.Hour)}, now)
 		if c.len() > 32 {
 			t.Fatalf("cache grew to %d", c.len())
 		}
+	}
+}
+
+// TestCacheBytesBounded: answers with many records fill the byte bound long
+// before the count bound; the estimate stays consistent through
+// replacements, expiry and eviction; an answer above 1/16 of the bound is
+// not cached at all.
+func TestCacheBytesBounded(t *testing.T) {
+	answer := func(name string, records int) []dns.RR {
+		var rrs []dns.RR
+		for i := range records {
+			rrs = append(rrs, &dns.A{Hdr: dns.RR_Header{Name: name + ".", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
+				A: net.IPv4(10, 210, byte(i>>8), byte(i)).To4()})
+		}
+		return rrs
+	}
+	const maxBytes = 64 << 10
+	c := newCache(4096, maxBytes)
+	now := time.Now()
+	sum := func() int {
+		n := 0
+		for _, e := range c.m {
+			n += e.cost
+		}
+		return n
+	}
+	for i := range 2000 {
+		name := fmt.Sprintf("n%d.big.test", i%500) // replacements too
+		ttl := time.Hour
+		if i%7 == 0 {
+			ttl = time.Second // some expire
+		}
+		c.put(cacheKey{name, dns.TypeA}, &cached{answer: answer(name, 1+i%30), expires: now.Add(ttl)}, now)
+		if i%100 == 99 {
+			now = now.Add(2 * time.Second)
+		}
+		if c.bytes > maxBytes || c.bytes != sum() {
+			t.Fatalf("after %d puts: %d bytes accounted, %d summed, bound %d", i+1, c.bytes, sum(), maxBytes)
+		}
+	}
+	if c.len() >= 4096 {
+		t.Fatalf("%d entries: the byte bound never applied", c.len())
+	}
+	huge := "huge.big.test"
+	c.put(cacheKey{huge, dns.TypeA}, &cached{answer: answer(huge, 200), expires: now.Add(time.Hour)}, now)
+	if c.get(cacheKey{huge, dns.TypeA}, now) != nil {
+		t.Fatal("an answer above 1/16 of the bound was cached")
 	}
 }
 
