@@ -131,15 +131,44 @@ func (r *run) setup() error {
 		netUndo, netErr = r.network()
 		r.log.Debug("sandbox network ready", "id", l.ID, "took", c.Now().Sub(t0))
 	}()
-	svcUndo, svcErr := r.buildServices()
-	var bundleErr error
-	if svcErr == nil {
-		// The bundle needs the lease and (for the CA) the services only.
+	// The bundle needs the lease and, when the proxy intercepts TLS, the
+	// services' CA; without interception it is written concurrently too.
+	var (
+		bundleUndo func()
+		bundleErr  error
+	)
+	writeBundle := func() {
 		t0 := c.Now()
-		bundleErr = r.writeBundle()
+		bundleUndo, bundleErr = r.writeBundle()
 		r.log.Debug("bundle written", "id", l.ID, "took", c.Now().Sub(t0))
 	}
+	bundleDone := make(chan struct{})
+	early := c.NewServices == nil || !Intercepts(c.Policy)
+	if early {
+		go func() {
+			defer close(bundleDone)
+			writeBundle()
+		}()
+	}
+	svcUndo, svcErr := r.buildServices()
+	// The listeners open now, on the gateway address the veth may not have
+	// yet (IP_FREEBIND), rather than after the network: a packet can reach
+	// them only through the veth.
+	var listenErr error
+	if svcErr == nil {
+		listenErr = r.listen()
+	}
+	if !early {
+		if svcErr == nil {
+			writeBundle()
+		}
+		close(bundleDone)
+	}
+	<-bundleDone
 	<-netDone
+	if bundleUndo != nil {
+		r.undo = append(r.undo, bundleUndo)
+	}
 	// Cleanup is LIFO: the services stop before the network goes.
 	for _, u := range netUndo {
 		// The network's removal may start early, when the container's
@@ -153,13 +182,10 @@ func (r *run) setup() error {
 	if svcUndo != nil {
 		r.undo = append(r.undo, svcUndo)
 	}
-	if err := errors.Join(netErr, svcErr, bundleErr); err != nil {
-		return err
-	}
 	// No v.WaitUp here: the kernel activates the link while the runtime
 	// starts (tens of ms, longer than activation), and a packet sent before
 	// would only be dropped and retransmitted: a delay, never a way out.
-	return r.listen()
+	return errors.Join(netErr, svcErr, listenErr, bundleErr)
 }
 
 // network creates the veth pair and the nftables table inside the sandbox,
@@ -170,10 +196,18 @@ func (r *run) network() ([]func(), error) {
 	var undo []func()
 	v := netsetup.Veth{HostName: l.hostIf(), PeerName: "eth0", NS: l.netns(),
 		HostAddr: netip.PrefixFrom(l.Gateway, 30), PeerAddr: netip.PrefixFrom(l.Addr, 30)}
-	// The inner table is installed while the veth is made (its rules match
-	// interface names, which need not exist yet); the host table is held
-	// first (its rules match the host end by name), so both are in place
-	// before the veth, and long before anything runs inside.
+	// The inner table is installed and the shared host table held (made if
+	// missing) while the veth is made: their rules match interface names,
+	// which need not exist yet. All three are in place before network
+	// returns, and so before anything runs inside (nothing can send on the
+	// veth before then: the namespace is empty).
+	var release func()
+	holdErr := make(chan error, 1)
+	go func() {
+		var err error
+		release, err = firewall.Sandboxes.Hold()
+		holdErr <- err
+	}()
 	innerErr := make(chan error, 1)
 	go func() {
 		ns, err := netns.GetFromName(l.netns())
@@ -184,9 +218,9 @@ func (r *run) network() ([]func(), error) {
 		defer ns.Close()
 		innerErr <- firewall.Rules{Gateway: l.Gateway, SandboxNSFd: int(ns)}.InstallInner()
 	}()
-	release, err := firewall.Sandboxes.Hold()
-	if err != nil {
-		return undo, errors.Join(err, <-innerErr)
+	addErr := v.Add()
+	if err := <-holdErr; err != nil && addErr == nil {
+		addErr = err
 	}
 	undo = append(undo, func() {
 		t0 := r.cfg.Now()
@@ -206,11 +240,13 @@ func (r *run) network() ([]func(), error) {
 		}
 		// The host table confined the veth; with the veth gone, `cagent
 		// gc` may remove the table.
-		release()
+		if release != nil {
+			release()
+		}
 		r.log.Debug("veth removed", "id", l.ID, "took", r.cfg.Now().Sub(t0))
 	})
-	if err := v.Add(); err != nil {
-		return undo, fmt.Errorf("sandbox network: %w", errors.Join(err, <-innerErr))
+	if addErr != nil {
+		return undo, fmt.Errorf("sandbox network: %w", errors.Join(addErr, <-innerErr))
 	}
 	return undo, <-innerErr
 }
@@ -251,16 +287,28 @@ func (r *run) buildServices() (func(), error) {
 	}, nil
 }
 
-// listen serves the proxy and DNS filter on the gateway address (which
-// exists once the veth is configured).
+// freebind lets a socket bind an address that is not (yet) local.
+var freebind = net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+	var err error
+	if cerr := c.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+	}); cerr != nil {
+		return cerr
+	}
+	return err
+}}
+
+// listen serves the proxy and DNS filter on the gateway address. It may
+// run before the veth carries that address (see freebind).
 func (r *run) listen() error {
 	svc := r.services
 	if svc == nil || r.cfg.NewServices == nil {
 		return nil
 	}
 	gw := r.lease.Gateway
+	ctx := context.Background()
 	listen := func(port int, serve func(net.Listener) error, what string) error {
-		ln, err := net.Listen("tcp4", netip.AddrPortFrom(gw, uint16(port)).String())
+		ln, err := freebind.Listen(ctx, "tcp4", netip.AddrPortFrom(gw, uint16(port)).String())
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", what, err)
 		}
@@ -292,7 +340,7 @@ func (r *run) listen() error {
 		if err := listen(PortDNS, d.ServeTCP, "dns/tcp"); err != nil {
 			return err
 		}
-		pc, err := net.ListenPacket("udp4", netip.AddrPortFrom(gw, PortDNS).String())
+		pc, err := freebind.ListenPacket(ctx, "udp4", netip.AddrPortFrom(gw, PortDNS).String())
 		if err != nil {
 			return fmt.Errorf("listen dns/udp: %w", err)
 		}
@@ -309,18 +357,26 @@ func (r *run) listen() error {
 	return nil
 }
 
-func (r *run) writeBundle() error {
-	c := &r.cfg
+// writeBundle writes the bundle and returns the step that removes it (nil
+// if it made nothing). It may run concurrently with the network's and the
+// services' set-up, so it touches no state of r that they use.
+func (r *run) writeBundle() (func(), error) {
 	l := &r.lease
 	r.bundle = bundlePath(r.sbDir, l.ID)
 	_ = os.RemoveAll(r.bundle)
 	if err := os.MkdirAll(filepath.Join(r.bundle, "files"), 0o755); err != nil {
-		return err
+		return nil, err
 	}
-	r.undo = append(r.undo, func() {
+	undo := func() {
 		// After the container's removal (a later undo step, run first).
 		r.background(func() { _ = os.RemoveAll(r.bundle) })
-	})
+	}
+	return undo, r.writeBundleFiles()
+}
+
+func (r *run) writeBundleFiles() error {
+	c := &r.cfg
+	l := &r.lease
 	s := &c.Policy.Sandbox
 	hostname := s.Hostname
 	if hostname == "" {
@@ -377,7 +433,9 @@ func (r *run) writeBundle() error {
 		}
 		env = append(env, "TERM="+term)
 	}
-	if r.services != nil && r.services.Proxy != nil && Intercepts(c.Policy) {
+	// Intercepts first: without interception this runs concurrently with
+	// buildServices, which sets r.services.
+	if Intercepts(c.Policy) && r.services != nil && r.services.Proxy != nil {
 		ca := r.services.Proxy.CACertPEM()
 		if len(ca) > 0 {
 			roots, _ := os.ReadFile(systemCA) // the host's roots; a missing file leaves just ours
