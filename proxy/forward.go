@@ -497,11 +497,12 @@ func appendRequestHead(b []byte, r *http.Request, rs *reqState, hasBody, chunked
 	b = append(b, ' ')
 	b = appendRequestURI(b, r.URL)
 	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, rs.d.auth.host...)
 	if rs.d.auth.ip.Is6() {
-		b = append(b[:len(b)-len(rs.d.auth.host)], '[')
+		b = append(b, '[')
 		b = append(b, rs.d.auth.host...)
 		b = append(b, ']')
+	} else {
+		b = append(b, rs.d.auth.host...)
 	}
 	if rs.d.auth.port != defaultPort(rs.scheme) {
 		b = append(b, ':')

@@ -676,3 +676,29 @@ func TestForwardNoGoroutinesLeft(t *testing.T) {
 	e.echo.plain.CloseClientConnections()
 	goleak.VerifyNone(t, ignore)
 }
+
+// TestForwardIPv6Literal: an IPv6 destination goes out with a bracketed
+// Host header and is dialed at exactly that address.
+func TestForwardIPv6Literal(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	s := httptest.NewUnstartedServer(http.HandlerFunc(echoHandler))
+	s.Listener.Close()
+	s.Listener = ln
+	s.Start()
+	t.Cleanup(s.Close)
+	port := ln.Addr().(*net.TCPAddr).Port
+	e := newEnv(t, "ip_ranges:\n  - {cidr: \"::1/128\"}\n")
+	resp, body := e.get(fmt.Sprintf("http://[::1]:%d/v6?a=1", port))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if ec := decodeEcho(t, body); ec.Host != fmt.Sprintf("[::1]:%d", port) || ec.Path != "/v6" || ec.Query != "a=1" {
+		t.Fatalf("echo %+v", ec)
+	}
+	if d := e.dials.all(); len(d) != 1 || d[0] != fmt.Sprintf("[::1]:%d", port) {
+		t.Fatalf("dials %v", d)
+	}
+}
