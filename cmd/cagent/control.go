@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cagent-dev/cagent/control"
+	"github.com/cagent-dev/cagent/control/api"
 	"github.com/cagent-dev/cagent/control/client"
 	"github.com/spf13/cobra"
 	"golang.org/x/time/rate"
@@ -88,6 +89,14 @@ bootstrap super-admin token once.`,
 	f.Float64Var(&rps, "rate", 50, "API requests per second allowed per token")
 	f.IntVar(&cfg.Burst, "burst", 100, "API request burst per token")
 	f.DurationVar(&cfg.LogRetention, "log-retention", control.DefaultLogRetention, "delete ingested logs older than this")
+	f.IntVar(&cfg.AuthFailLimit, "auth-fail-limit", api.DefaultAuthFailLimit, "failed token attempts allowed per source address (IPv4 address or IPv6 /64) per --auth-fail-window before it gets 429; -1 turns the throttle off")
+	f.DurationVar(&cfg.AuthFailWindow, "auth-fail-window", api.DefaultAuthFailWindow, "window of --auth-fail-limit")
+	q := api.DefaultQuotas
+	f.IntVar(&cfg.Quotas.Agents, "quota-agents", q.Agents, "agents per tenant")
+	f.IntVar(&cfg.Quotas.Tokens, "quota-tokens", q.Tokens, "tokens per tenant")
+	f.IntVar(&cfg.Quotas.Policies, "quota-policies", q.Policies, "policy entries per tenant")
+	f.IntVar(&cfg.Quotas.Secrets, "quota-secrets", q.Secrets, "secrets per tenant")
+	f.IntVar(&cfg.Quotas.ACLs, "quota-acls", q.ACLs, "IP ACL entries per tenant")
 	return cmd
 }
 
