@@ -98,7 +98,7 @@ run() { # peer kind(lat|qps) file -> appends samples for lat; sets R[peer.kind.q
   R[$peer.$4.ticks]=$((${R[$peer.$4.ticks]:-0} + c1 - c0)) R[$peer.$4.n]=$((${R[$peer.$4.n]:-0} + q))
 }
 hz=$(getconf CLK_TCK)
-us() { awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }'; }
+us() { awk -v t="${1:-0}" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }'; }
 
 for peer in "${PEERS[@]}"; do : >"$WORK/lat-$peer"; : >"$WORK/rp99-$peer"; R[$peer.gc0]=$(gcs "$peer"); done
 for ((r = 0; r < ROUNDS; r++)); do
@@ -119,7 +119,7 @@ F="%-10s %7s %7s %7s %6s %6s %8s %7s %8s %7s %6s %6s %6s %6s %6s\n"
 printf "$F" peer c-p50 c-p99 c-p99.9 GCs us/q cQPS us/q uQPS us/q RSS-c anon-c RSS-u anon-u peak
 for peer in "${PEERS[@]}"; do
   printf "$F" "$peer" "${R[$peer.p50]}" "${R[$peer.p99]}" "${R[$peer.p999]}" "$((${R[$peer.gc1]:-0} - ${R[$peer.gc0]:-0}))" \
-    "$(us "${R[$peer.clat.ticks]}" "${R[$peer.clat.n]}")" "${R[$peer.cqps]}" "$(us "${R[$peer.cqps.ticks]}" "${R[$peer.cqps.n]}")" \
+    "$(us "${R[$peer.clat.ticks]:-0}" "${R[$peer.clat.n]:-0}")" "${R[$peer.cqps]}" "$(us "${R[$peer.cqps.ticks]}" "${R[$peer.cqps.n]}")" \
     "${R[$peer.uqps]}" "$(us "${R[$peer.uqps.ticks]}" "${R[$peer.uqps.n]}")" \
     "${R[$peer.crss]}" "${R[$peer.canon]}" "${R[$peer.rss]}" "${R[$peer.anon]}" "${R[$peer.hwm]}"
 done
