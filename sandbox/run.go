@@ -476,11 +476,17 @@ func (r *run) writeBundleFiles() error {
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		swapErr = nil
 	}
-	_, err := oci.Write(r.bundle, oci.Config{
+	masks, err := maskBinds(c, files)
+	if err != nil {
+		return err
+	}
+	// Masks last: they must cover what the other mounts expose.
+	binds = append(append(binds, c.Binds...), masks...)
+	_, err = oci.Write(r.bundle, oci.Config{
 		Args: c.Args, Env: env, Cwd: cwd, UID: uid, GID: gid,
 		Terminal: c.Terminal, Rows: c.Rows, Cols: c.Cols, Hostname: hostname,
 		HostRootfs: s.Rootfs == "host", Rootfs: s.Rootfs,
-		Workspace: c.Workspace, Binds: append(binds, c.Binds...),
+		Workspace: c.Workspace, Binds: binds,
 		NetNSPath:   netsetup.Path(l.netns()),
 		CgroupsPath: "/cagent/" + l.ID,
 		CPUs:        s.Resources.CPUs, Memory: int64(s.Resources.Memory), Pids: pids,
