@@ -37,6 +37,12 @@ type rawBatch struct {
 	out    []mmsghdr
 	outIov []unix.Iovec
 	w      int
+
+	// The RawConn callbacks and their results: made once, since a closure
+	// made per call (capturing its results) would be allocated per call.
+	readFn, writeFn func(fd uintptr) bool
+	n, sent, k      int
+	errno           syscall.Errno
 }
 
 // mmsghdr is struct mmsghdr: the kernel's msghdr and the length it received
@@ -71,6 +77,7 @@ func newRawBatch(pc net.PacketConn) *rawBatch {
 		out:    make([]mmsghdr, udpBatchSize),
 		outIov: make([]unix.Iovec, udpBatchSize),
 	}
+	b.readFn, b.writeFn = b.recvmmsg, b.sendmmsg
 	for i := range b.in {
 		b.bufs[i] = make([]byte, udpReadSize)
 		b.inIov[i].Base = &b.bufs[i][0]
@@ -92,29 +99,30 @@ func (b *rawBatch) read() (int, error) {
 		b.in[i].hdr.Flags = 0
 		b.in[i].len = 0
 	}
-	var n int
-	var errno syscall.Errno
-	err := b.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), uintptr(len(b.in)),
-				unix.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait for the netpoller to say readable
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
-	if err != nil {
+	b.n, b.errno = 0, 0
+	if err := b.rc.Read(b.readFn); err != nil {
 		return 0, err
 	}
-	if errno != 0 {
-		return 0, os.NewSyscallError("recvmmsg", errno)
+	if b.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", b.errno)
 	}
-	return n, nil
+	return b.n, nil
+}
+
+// recvmmsg is readFn: false (wait for the netpoller) when nothing is queued.
+func (b *rawBatch) recvmmsg(fd uintptr) bool {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), uintptr(len(b.in)),
+			unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		b.n, b.errno = int(r), e
+		return true
+	}
 }
 
 func (b *rawBatch) datagram(i int) ([]byte, netip.AddrPort, bool) {
@@ -158,32 +166,33 @@ func (b *rawBatch) reply(i int, r []byte) {
 }
 
 func (b *rawBatch) flush() {
-	for sent := 0; sent < b.w; {
-		var k int
-		err := b.rc.Write(func(fd uintptr) bool {
-			for {
-				r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[sent])), uintptr(b.w-sent),
-					unix.MSG_DONTWAIT, 0, 0)
-				switch e {
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false // socket buffer full: wait until writable
-				case 0:
-					k = int(r)
-				default:
-					k = 0 // e.g. the socket closed: drop the rest
-				}
-				return true
-			}
-		})
-		if err != nil || k <= 0 {
+	for b.sent = 0; b.sent < b.w; {
+		b.k = 0
+		if err := b.rc.Write(b.writeFn); err != nil || b.k <= 0 {
 			break // the client will retry
 		}
-		sent += k
+		b.sent += b.k
 	}
 	for i := range b.w {
 		b.outIov[i].Base, b.out[i].hdr.Name = nil, nil
 	}
 	b.w = 0
+}
+
+// sendmmsg is writeFn: false (wait until writable) when the socket buffer
+// is full; any other error drops the rest of the batch (k stays 0).
+func (b *rawBatch) sendmmsg(fd uintptr) bool {
+	for {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.w-b.sent),
+			unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		case 0:
+			b.k = int(r)
+		}
+		return true
+	}
 }
