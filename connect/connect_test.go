@@ -19,10 +19,11 @@ import (
 	"github.com/cagent-dev/cagent/connect"
 	"github.com/cagent-dev/cagent/policy"
 	"github.com/cagent-dev/cagent/policywatch"
+	"github.com/cagent-dev/cagent/sandbox/firewall/firewalltest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.Cleanup(firewalltest.Exit)) }
 
 // fakeClock is time.Now plus an offset the test moves.
 type fakeClock struct{ off atomic.Int64 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/cagent-dev/cagent/sandbox/firewall/firewalltest"
 	"go.uber.org/goleak"
 )
 
@@ -18,5 +19,5 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	firewalltest.Exit(code)
 }

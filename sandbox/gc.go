@@ -99,15 +99,7 @@ func GC(ctx context.Context, c GCConfig) ([]string, error) {
 	// interface it confines is left (a killed run's veth, of a state
 	// directory this gc did not look at).
 	if len(errs) == 0 {
-		gone, err := firewall.Sandboxes.RemoveIfUnused(func() (bool, error) {
-			names, err := netsetup.LinkNames()
-			for _, n := range names {
-				if strings.HasPrefix(n, firewall.Sandboxes.IfPrefix) {
-					return true, err
-				}
-			}
-			return false, err
-		})
+		gone, err := firewall.Sandboxes.RemoveIfIdle()
 		if err != nil {
 			errs = append(errs, err)
 		} else if gone {

@@ -16,12 +16,13 @@ import (
 
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/policy"
+	"github.com/cagent-dev/cagent/sandbox/firewall/firewalltest"
 	"github.com/cagent-dev/cagent/sandbox/netsetup"
 	"github.com/creack/pty"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.Cleanup(firewalltest.Exit)) }
 
 func testPolicy(t *testing.T, extra string) *policy.Policy {
 	t.Helper()

@@ -25,9 +25,11 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -214,6 +216,20 @@ func (h Host) RemoveIfUnused(inUse func() (bool, error)) (bool, error) {
 		return false, fmt.Errorf("remove nftables table %s: %w", h.Table, err)
 	}
 	return true, nil
+}
+
+// RemoveIfIdle is RemoveIfUnused when no interface named IfPrefix+... is
+// left in this namespace (a killed run's veth).
+func (h Host) RemoveIfIdle() (bool, error) {
+	return h.RemoveIfUnused(func() (bool, error) {
+		ifs, err := net.Interfaces()
+		for _, i := range ifs {
+			if strings.HasPrefix(i.Name, h.IfPrefix) {
+				return true, err
+			}
+		}
+		return false, err
+	})
 }
 
 // Exists reports whether the table is present.

@@ -12,10 +12,11 @@ import (
 
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/cagent-dev/cagent/internal/testutil"
+	"github.com/cagent-dev/cagent/sandbox/firewall/firewalltest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.Cleanup(firewalltest.Exit)) }
 
 func TestAuditPath(t *testing.T) {
 	now := time.Date(2026, 11, 25, 10, 4, 5, 0, time.FixedZone("x", 3600))
