@@ -101,27 +101,21 @@ func (c *upConn) Read(b []byte) (int, error) {
 
 func (c *upConn) close() { c.conn.Close() }
 
-// peekAfter is how long a connection must have been idle before a request
-// that could be retried checks it (see usable).
-const peekAfter = time.Second
-
 // usable reports whether an idle connection can carry a request: nothing
 // arrived on it while it was idle (neither an EOF, nor an unsolicited
 // answer such as the 408 some servers send when they close an idle
-// connection). It costs one non-blocking MSG_PEEK (net/http's transport
-// learns the same from its read goroutine), skipped for a request that can
-// be retried (see forward) on a connection idle for less than peekAfter:
-// servers close idle connections after seconds, not milliseconds, and a
-// server that closes right after a response says so (Connection: close).
-func (c *upConn) usable(retryable bool) bool {
+// connection, nor bytes past the end of the last response: a body on a
+// 204, 304 or HEAD answer, more than Content-Length said). It costs one
+// non-blocking MSG_PEEK (net/http's transport learns the same from its read
+// goroutine), made before every reuse: bytes left on the connection would
+// otherwise be read as the next request's response, and every later
+// response on the connection would answer the request before it.
+func (c *upConn) usable() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
 	if c.rc == nil {
 		return true // not a socket (a tunnel through an upstream proxy with replayed bytes)
-	}
-	if retryable && time.Since(c.idleAt) < peekAfter {
-		return true
 	}
 	c.peeked = false
 	if err := c.rc.Read(c.peekFn); err != nil {
@@ -281,7 +275,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rs *reqState) (a
 		return false
 	}
 	for attempt := 0; ; attempt++ {
-		c, err := p.upstreamConn(ctx, rs, key, timeout, attempt > 0, replayable)
+		c, err := p.upstreamConn(ctx, rs, key, timeout, attempt > 0)
 		if err != nil {
 			p.upstreamFailed(w, r, rs, err)
 			return false
@@ -306,7 +300,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rs *reqState) (a
 		}
 		if resp.StatusCode == http.StatusRequestTimeout && attempt == 0 && c.reused && replayable {
 			// What some servers send on a connection they close for being
-			// idle, read here as the answer when the idle check was skipped.
+			// idle, read here as the answer when it arrived just after the
+			// idle check.
 			stop()
 			c.close()
 			continue
@@ -329,7 +324,7 @@ func isTimeout(err error) bool {
 // upstreamConn returns a usable idle connection for key, or dials one:
 // exactly the address checked for the entry, then TLS verified against the
 // state's roots for the destination's name.
-func (p *Proxy) upstreamConn(ctx context.Context, rs *reqState, key upstreamKey, timeout time.Duration, fresh, retryable bool) (*upConn, error) {
+func (p *Proxy) upstreamConn(ctx context.Context, rs *reqState, key upstreamKey, timeout time.Duration, fresh bool) (*upConn, error) {
 	st := rs.st
 	if !fresh {
 		for {
@@ -337,7 +332,7 @@ func (p *Proxy) upstreamConn(ctx context.Context, rs *reqState, key upstreamKey,
 			if c == nil {
 				break
 			}
-			if c.usable(retryable) {
+			if c.usable() {
 				c.nread = 0
 				return c, nil
 			}

@@ -465,9 +465,9 @@ func TestForwardStaleConnection(t *testing.T) {
 		t.Fatalf("upstream saw %v", reqs)
 	}
 
-	// Says 408 on an idle connection and closes it: for a GET sent soon
-	// after (no idle check), the 408 is read as the answer; the request is
-	// sent again on a new connection.
+	// Says 408 on an idle connection and closes it: the idle check finds
+	// it (or, when the 408 arrives just after the check, it is read as the
+	// answer and the request is sent again on a new connection).
 	u3 := startRaw(t, func(c *rawConn) {
 		if _, _, err := c.readRequest(); err != nil {
 			return
