@@ -515,7 +515,7 @@ func appendRequestHead(b []byte, r *http.Request, rs *reqState, hasBody, chunked
 	}
 	cred := rs.credHeader
 	for k, vv := range r.Header {
-		if skipRequestHeader(k) || cred != "" && strings.EqualFold(k, cred) || containsFold(listed, k) {
+		if skipRequestHeader(k) || cred != "" && sameHeaderName(k, cred) || containsFold(listed, k) {
 			continue
 		}
 		if k == "User-Agent" {
@@ -553,6 +553,37 @@ func appendHeader(b []byte, k, v string) []byte {
 	b = append(b, ": "...)
 	b = append(b, v...)
 	return append(b, "\r\n"...)
+}
+
+// sameHeaderName reports whether two header names are the same to some
+// server: ignoring case, and with '_' read as '-'. CGI, WSGI, Rack and PHP
+// servers turn both X-Api-Key and X_Api_Key into HTTP_X_API_KEY, so an
+// agent's X_Api_Key sent beside the injected X-Api-Key could stand in for
+// the credential (and make the upstream act for the agent's own account).
+func sameHeaderName(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x == '_' {
+			x = '-'
+		}
+		if y == '_' {
+			y = '-'
+		}
+		if x != y && lower(x) != lower(y) {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 func containsFold(list []string, k string) bool {

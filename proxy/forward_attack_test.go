@@ -1,12 +1,19 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"reflect"
 	"strings"
-	"testing"
 	"sync/atomic"
+	"testing"
 	"time"
 )
 
@@ -85,3 +92,224 @@ func TestForwardNoResponsePoisoning(t *testing.T) {
 	}
 }
 
+// parseUpstream parses everything an upstream received as a sequence of
+// requests, failing on bytes that are not a well-framed request and on a
+// request framed two ways (or by anything but chunked or Content-Length).
+func parseUpstream(t *testing.T, raw []byte) []string {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(raw))
+	var paths []string
+	for {
+		if _, err := br.Peek(1); err == io.EOF {
+			return paths
+		}
+		req, err := http.ReadRequest(br)
+		if err == io.ErrUnexpectedEOF {
+			return paths // a request cut off (the agent's body broke): the connection was closed
+		}
+		if err != nil {
+			t.Fatalf("upstream received bytes that are not a request after %v: %v\n%q", paths, err, raw)
+		}
+		te, cl := req.Header.Values("Transfer-Encoding"), req.Header.Values("Content-Length")
+		if len(te)+len(cl) > 1 || len(te) == 1 && te[0] != "chunked" || len(req.TransferEncoding) > 0 && len(cl) > 0 {
+			t.Fatalf("request %s framed ambiguously: TE %q CL %q", req.URL.Path, te, cl)
+		}
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			if err == io.ErrUnexpectedEOF {
+				return paths
+			}
+			t.Fatalf("request %s body: %v", req.URL.Path, err)
+		}
+		paths = append(paths, req.Method+" "+req.URL.Path)
+	}
+}
+
+// TestForwardRequestSmuggling: ambiguous or malformed framing from the
+// agent, each followed by a pipelined request, never makes the upstream
+// see a request the proxy did not check and record: what the upstream
+// receives parses as exactly the requests the proxy forwarded, each framed
+// one way, and a body's bytes never become a request of their own.
+func TestForwardRequestSmuggling(t *testing.T) {
+	const smuggled = "GET /smuggled HTTP/1.1\r\nHost: raw.test\r\n\r\n"
+	cases := []struct {
+		name string
+		req  string // head lines after the request line, then the body
+	}{
+		{"cl and te", "Content-Length: 47\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled},
+		{"te and cl", fmt.Sprintf("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled)},
+		{"big chunked body broken", "Transfer-Encoding: chunked\r\n\r\n" + strings.Repeat("4000\r\n"+strings.Repeat("z", 0x4000)+"\r\n", 4) + "5\r\nhelloXX\r\n0\r\n\r\n" + smuggled},
+		{"two lengths", "Content-Length: 5\r\nContent-Length: 48\r\n\r\nhello" + smuggled},
+		{"length list", "Content-Length: 5, 48\r\n\r\nhello" + smuggled},
+		{"same length twice", "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello"},
+		{"plus length", "Content-Length: +5\r\n\r\nhello"},
+		{"hex length", "Content-Length: 0x5\r\n\r\nhello"},
+		{"negative length", "Content-Length: -1\r\n\r\nhello"},
+		{"chunked identity", "Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"identity chunked", "Transfer-Encoding: identity, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"te twice", "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"te capitalised", "Transfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"te space before colon", "Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello"},
+		{"te tab value", "Transfer-Encoding:\tchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"te obs-fold", "Transfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"te xchunked", "Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"chunk extension", "Transfer-Encoding: chunked\r\n\r\n5;a=b;c=\"d\"\r\nhello\r\n0;x\r\n\r\n"},
+		{"chunk trailing junk", "Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX\r\n0\r\n\r\n" + smuggled},
+		{"chunk size overflow", "Transfer-Encoding: chunked\r\n\r\n10000000000000005\r\nhello\r\n0\r\n\r\n" + smuggled},
+		{"chunk size space", "Transfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"},
+		{"chunk bare lf", "Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n"},
+		{"chunk missing last", "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n" + smuggled},
+		{"bare lf head", "X-A: 1\nContent-Length: 5\n\nhello"},
+		{"obs-fold header", "X-A: 1\r\n  continued\r\nContent-Length: 5\r\n\r\nhello"},
+		{"nul in header", "X-A: a\x00b\r\nContent-Length: 5\r\n\r\nhello"},
+		{"cr in header", "X-A: a\rContent-Length: 48\r\nContent-Length: 5\r\n\r\nhello"},
+		{"get with body", "Content-Length: 48\r\n\r\n" + smuggled},
+		{"expect continue", "Expect: 100-continue\r\nContent-Length: 5\r\n\r\nhello"},
+		{"connection lists framing", "Connection: Content-Length, Transfer-Encoding, Host\r\nContent-Length: 5\r\n\r\nhello"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := startRaw(t, serveKeepAlive("ok"))
+			e := newEnv(t, withPort(rawPolicy, u.port))
+			hp := fmt.Sprintf("raw.test:%d", u.port)
+			method := "POST"
+			if tc.name == "get with body" {
+				method = "GET"
+			}
+			raw := fmt.Sprintf("%s http://%s/body HTTP/1.1\r\nHost: %s\r\n%s", method, hp, hp, tc.req) +
+				fmt.Sprintf("GET http://%s/after HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", hp, hp)
+			c, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, raw)
+			var statuses []int
+			br := bufio.NewReader(c)
+			for {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					break
+				}
+				io.Copy(io.Discard, resp.Body)
+				if resp.StatusCode != 100 {
+					statuses = append(statuses, resp.StatusCode)
+				}
+			}
+			c.Close()
+			// Every request the upstream saw was checked and recorded.
+			time.Sleep(20 * time.Millisecond)
+			var forwarded []string
+			for _, ev := range e.events.all() {
+				if ev.Status == 200 { // answered by the upstream
+					forwarded = append(forwarded, ev.Method+" "+ev.Path)
+				}
+			}
+			u.mu.Lock()
+			got := append([]byte(nil), u.got.Bytes()...)
+			u.mu.Unlock()
+			paths := parseUpstream(t, got)
+			if strings.Join(paths, ",") != strings.Join(forwarded, ",") {
+				t.Fatalf("upstream parsed %v, proxy forwarded %v (client saw %v)", paths, forwarded, statuses)
+			}
+			for _, p := range paths {
+				if strings.HasSuffix(p, "/smuggled") {
+					t.Fatalf("a body became a request upstream: %v", paths)
+				}
+			}
+			t.Logf("client saw %v, upstream %v", statuses, paths)
+		})
+	}
+}
+
+// TestForwardHeaderHygiene: whatever the agent sends, the upstream gets
+// exactly one credential header, the proxy's value, and none of the
+// hop-by-hop or forwarding headers: not when the agent sends the
+// credential header several times, in other cases or with underscores for
+// dashes (which CGI-style servers read as the same header), nor when the
+// agent's Connection header names the credential, Host or framing headers.
+func TestForwardHeaderHygiene(t *testing.T) {
+	e := newEnv(t, `
+domains:
+  - domain: key.test
+    alias: key
+    ports: [443, {TLS}]
+    allow_private: true
+    tls_intercept: true
+    credential: {header: X-Api-Key, env: TEST_KEY}
+`)
+	agentHeaders := [][2]string{
+		{"X-Api-Key", "agent-1"},
+		{"x-api-key", "agent-2"},
+		{"X_Api_Key", "agent-3"},
+		{"x_api-key", "agent-4"},
+		{"X-API_KEY", "agent-5"},
+		{"Connection", "X-Api-Key, Host, Content-Length, Transfer-Encoding, X-Drop"},
+		{"X-Drop", "listed in Connection"},
+		{"Proxy-Authorization", "Basic eDp5"},
+		{"Proxy-Connection", "keep-alive"},
+		{"Keep-Alive", "timeout=5"},
+		{"Te", "gzip"},
+		{"Upgrade", "h2c"},
+		{"Trailer", "X-Api-Key"},
+		{"Forwarded", "for=1.2.3.4"},
+		{"X-Forwarded-For", "1.2.3.4"},
+		{"X-Forwarded-Host", "evil.test"},
+		{"X-Forwarded-Proto", "http"},
+	}
+	var head strings.Builder
+	for _, h := range agentHeaders {
+		head.WriteString(h[0] + ": " + h[1] + "\r\n")
+	}
+	for _, tc := range []struct{ name, target string }{
+		{"alias", "http://key.devbox.local/h"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: key.devbox.local\r\n%sContent-Length: 5\r\n\r\nhello", tc.target, head.String()) +
+				fmt.Sprintf("GET %s HTTP/1.1\r\nHost: key.devbox.local\r\n%sConnection: close\r\n\r\n", tc.target, head.String())
+			for i, resp := range rawExchange(t, e.addr, raw, 2) {
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 {
+					t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+				}
+				ec := decodeEcho(t, body)
+				for k, vv := range ec.Header {
+					norm := strings.ToLower(strings.ReplaceAll(k, "_", "-"))
+					if norm == "x-api-key" && (k != "X-Api-Key" || len(vv) != 1 || vv[0] != testSecret) {
+						t.Errorf("request %d: upstream got %s: %q besides the credential", i, k, vv)
+					}
+					switch norm {
+					case "x-drop", "proxy-authorization", "proxy-connection", "keep-alive", "te", "upgrade", "trailer",
+						"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "connection":
+						t.Errorf("request %d: upstream got hop-by-hop %s: %q", i, k, vv)
+					}
+				}
+				if got := ec.Header.Values("X-Api-Key"); len(got) != 1 || got[0] != testSecret {
+					t.Errorf("request %d: X-Api-Key upstream %q", i, got)
+				}
+				if ec.Host != "key.test" || (i == 0 && ec.Body != 5) {
+					t.Errorf("request %d: echo %+v", i, ec)
+				}
+			}
+		})
+	}
+}
+
+// TestRewriteDropsCredentialLookalikes: the upgrade path (ReverseProxy)
+// drops the agent's copies of the credential header in every spelling a
+// server could read as it, as the forwarder does.
+func TestRewriteDropsCredentialLookalikes(t *testing.T) {
+	in := httptest.NewRequest("GET", "http://key.devbox.local/ws", nil)
+	in.Header["X_api_key"] = []string{"agent-1"}
+	in.Header["X-Api_key"] = []string{"agent-2"}
+	in.Header["X-Api-Key"] = []string{"agent-3"}
+	in.Header["X-Api-Keys"] = []string{"kept"}
+	rs := &reqState{d: &dest{auth: authority{host: "key.test", port: 443}}, scheme: "https", credHeader: "X-Api-Key", cred: testSecret}
+	in = in.WithContext(context.WithValue(in.Context(), keyReq, rs))
+	pr := &httputil.ProxyRequest{In: in, Out: in.Clone(in.Context())}
+	(&Proxy{}).rewrite(pr)
+	want := http.Header{"X-Api-Key": {testSecret}, "X-Api-Keys": {"kept"}}
+	if !reflect.DeepEqual(pr.Out.Header, want) {
+		t.Fatalf("outbound header %v, want %v", pr.Out.Header, want)
+	}
+}

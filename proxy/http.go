@@ -267,7 +267,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	out.Header.Del("Proxy-Authorization")
 	out.Header.Del("Proxy-Connection")
 	if rs.credHeader != "" {
-		out.Header.Del(rs.credHeader)
+		for k := range out.Header {
+			if sameHeaderName(k, rs.credHeader) {
+				delete(out.Header, k)
+			}
+		}
 		if rs.cred != "" {
 			out.Header.Set(rs.credHeader, rs.cred)
 		}
