@@ -292,7 +292,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rs *reqState) (a
 			c.close()
 			var dn *denial
 			if attempt == 0 && c.reused && replayable && c.nread == 0 && ctx.Err() == nil && !isTimeout(err) && !errors.As(err, &dn) {
-				p.log.Debug("reused upstream connection failed; retrying on a new one", "host", key.host, "err", err.Error())
+				p.log.Debug("reused upstream connection failed; retrying on a new one", "host", key.host, "err", rs.redact(err.Error()))
 				continue
 			}
 			p.upstreamFailed(w, r, rs, err)
@@ -697,7 +697,7 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rs *reqState, c *u
 		stream := resp.ContentLength < 0 || isEventStream(resp.Header)
 		if err := p.copyBody(w, resp.Body, rs, stream, c); err != nil {
 			if !errors.Is(err, errClientWrite) {
-				p.log.Debug("upstream body read failed", "host", rs.d.auth.host, "err", err.Error())
+				p.log.Debug("upstream body read failed", "host", rs.d.auth.host, "err", rs.redact(err.Error()))
 			}
 			return false, true
 		}

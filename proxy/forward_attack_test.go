@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -311,5 +312,96 @@ func TestRewriteDropsCredentialLookalikes(t *testing.T) {
 	want := http.Header{"X-Api-Key": {testSecret}, "X-Api-Keys": {"kept"}}
 	if !reflect.DeepEqual(pr.Out.Header, want) {
 		t.Fatalf("outbound header %v, want %v", pr.Out.Header, want)
+	}
+}
+
+// startRawTLS is startRaw behind TLS with cert.
+func startRawTLS(t *testing.T, cert tls.Certificate, serve func(c *rawConn)) *rawUpstream {
+	t.Helper()
+	return startRaw(t, func(c *rawConn) {
+		tc := tls.Server(c.Conn, &tls.Config{Certificates: []tls.Certificate{cert}})
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		rc := &rawConn{Conn: tc, n: c.n, u: c.u}
+		rc.br = bufio.NewReader(rc)
+		serve(rc)
+	})
+}
+
+// TestForwardCredentialNotInErrors: an upstream that answers with garbage
+// made of the request it got (the injected credential among it) cannot get
+// the credential into the proxy's logs, events or answers through the
+// parse error.
+func TestForwardCredentialNotInErrors(t *testing.T) {
+	var port int
+	e := newEnv(t, credPolicy, func(cfg *Config) {
+		var d net.Dialer
+		cfg.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if network == "tcp" {
+				addr = fmt.Sprintf("127.0.0.1:%d", port)
+			}
+			return d.DialContext(ctx, network, addr)
+		}
+	})
+	for _, reply := range []func(auth string) string{
+		func(auth string) string { return "HTTP/1.1 200 OK\r\nAuthorization " + auth + "\r\n\r\n" },
+		func(auth string) string { return "HTTP/1.1 200 " + auth + "\x00\r\n\r\n" },
+		func(auth string) string { return "HTTP/1.1 " + auth + "\r\n\r\n" },
+		func(auth string) string { return auth + "\r\n\r\n" },
+		func(auth string) string { return "HTTP/1.1 200 OK\r\nContent-Length: " + auth + "\r\n\r\n" },
+		func(auth string) string {
+			return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Fields(auth)[1] + "\r\n"
+		},
+	} {
+		u := startRawTLS(t, e.pki.server, func(c *rawConn) {
+			req, _, err := c.readRequest()
+			if err == nil {
+				io.WriteString(c, reply(req.Header.Get("Authorization")))
+			}
+		})
+		port = u.port
+		resp, err := e.client().Get("http://api.devbox.local/v1/x")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), "CAGENTTEST") || strings.Contains(fmt.Sprint(resp.Header), "CAGENTTEST") {
+				t.Errorf("credential in the answer: %v %s", resp.Header, body)
+			}
+		}
+	}
+	e.events.wait(t, 6)
+	var events strings.Builder
+	for _, ev := range e.events.all() {
+		fmt.Fprintf(&events, "%+v\n", ev)
+	}
+	for name, out := range map[string]string{"logs": e.logs.String(), "events": events.String()} {
+		if strings.Contains(out, "CAGENTTEST") {
+			t.Errorf("credential value found in %s:\n%s", name, out)
+		}
+	}
+}
+
+func TestRedactCredential(t *testing.T) {
+	cases := []struct{ format, secret, text string }{
+		{"Bearer {value}", "sk-CAGENTTEST-1", `missing colon: "Authorization Bearer sk-CAGENTTEST-1"`},
+		{"Bearer {value}", "sk-CAGENTTEST-1", `malformed HTTP status code "sk-CAGENTTEST-1"`},
+		{"", "sk-CAGENTTEST-1", `bad Content-Length "sk-CAGENTTEST-1"`},
+		{"token={value};v=1", "CAGENTTEST-abc", `"CAGENTTEST-abc;v=1"`},
+		{"{value}:{value}", "CAGENTTEST-abc", `x "CAGENTTEST-abc:CAGENTTEST-abc" y`},
+	}
+	for _, tc := range cases {
+		f := tc.format
+		if f == "" {
+			f = "{value}"
+		}
+		v := strings.ReplaceAll(f, "{value}", tc.secret)
+		rs := &reqState{cred: v, secrets: secretParts(tc.format, v)}
+		if got := rs.redact(tc.text); strings.Contains(got, "CAGENTTEST") {
+			t.Errorf("format %q: %q redacted to %q", tc.format, tc.text, got)
+		}
+	}
+	if got := (*reqState)(nil).redact("plain"); got != "plain" {
+		t.Errorf("nil state: %q", got)
 	}
 }

@@ -11,7 +11,9 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,7 @@ type reqState struct {
 	scheme     string // upstream scheme
 	credHeader string // header to clear (and set, when cred != "")
 	cred       string
+	secrets    []string // cred and the credential inside it, redacted from log lines
 	key        string
 	limit      int64
 	enforcing  bool
@@ -196,6 +199,7 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 				return
 			}
 			rs.cred = v
+			rs.secrets = secretParts(c.Format, v)
 			ev.Credential = credential.Name(c)
 		} else {
 			// Never send a credential in clear text; the agent's own value
@@ -452,13 +456,52 @@ func (p *Proxy) upstreamFailed(w http.ResponseWriter, r *http.Request, rs *reqSt
 		return // the client went away; nobody to answer
 	}
 	if dn.code == codeUpstream || dn.code == codeTimeout {
-		p.log.Warn("upstream request failed", "host", r.Host, "err", err.Error())
+		p.log.Warn("upstream request failed", "host", r.Host, "err", rs.redact(err.Error()))
 	}
 	host := ""
 	if rs != nil {
 		host = rs.d.auth.host
 	}
 	writeDenial(w, dn, host)
+}
+
+// secretParts returns what to redact from error text for an injected
+// header value: the value, the credential the format wraps, and the value's
+// longer words (a parse error may quote any part of it). Upstream errors
+// quote what the upstream sent, and an upstream can send back the request
+// it got.
+func secretParts(format, v string) []string {
+	parts := []string{v}
+	if format == "" {
+		format = "{value}"
+	}
+	if i := strings.Index(format, "{value}"); i >= 0 && strings.Count(format, "{value}") == 1 {
+		suffix := format[i+len("{value}"):]
+		if len(v) >= i+len(suffix) {
+			parts = append(parts, v[i:len(v)-len(suffix)])
+		}
+	}
+	for _, f := range strings.Fields(v) {
+		if len(f) >= 8 {
+			parts = append(parts, f)
+		}
+	}
+	// Longest first, so a part is never left half replaced.
+	slices.SortFunc(parts, func(a, b string) int { return len(b) - len(a) })
+	return parts
+}
+
+// redact removes the request's credential from s (a log line's error text).
+func (rs *reqState) redact(s string) string {
+	if rs == nil {
+		return s
+	}
+	for _, p := range rs.secrets {
+		if p != "" {
+			s = strings.ReplaceAll(s, p, "[credential]")
+		}
+	}
+	return s
 }
 
 func classifyError(err error) *denial {
