@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -403,5 +404,130 @@ func TestRedactCredential(t *testing.T) {
 	}
 	if got := (*reqState)(nil).redact("plain"); got != "plain" {
 		t.Errorf("nil state: %q", got)
+	}
+}
+
+// TestForwardPoolKeyIsolation: an upstream connection carries requests
+// only for the entry and host it was opened for, even when entries and
+// hosts share one server address: connection-bound state (NTLM-style
+// authentication, a TLS server name) never crosses to another entry or name.
+func TestForwardPoolKeyIsolation(t *testing.T) {
+	type seen struct {
+		conn int
+		host string
+		auth string
+	}
+	var mu sync.Mutex
+	var log []seen
+	u := startRaw(t, func(c *rawConn) {
+		for {
+			req, _, err := c.readRequest()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			log = append(log, seen{c.n, req.Host, req.Header.Get("X-Conn-Auth")})
+			mu.Unlock()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	e := newEnv(t, withPort(`
+domains:
+  - domain: a.test
+    ports: [{RAW}]
+    allow_private: true
+  - domain: b.test
+    ports: [{RAW}]
+    allow_private: true
+  - domain: "*.w.test"
+    ports: [{RAW}]
+    allow_private: true
+`, u.port))
+	c := e.client()
+	hosts := []string{"a.test", "b.test", "x.w.test", "y.w.test", "a.test", "b.test", "x.w.test", "y.w.test"}
+	for _, h := range hosts {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://%s:%d/", h, u.port), nil)
+		req.Header.Set("X-Conn-Auth", h)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	hostOf := map[int]string{}
+	for _, s := range log {
+		h, _, _ := strings.Cut(s.host, ":")
+		if prev, ok := hostOf[s.conn]; ok && prev != h {
+			t.Fatalf("upstream connection %d carried requests for %s and %s: %+v", s.conn, prev, h, log)
+		}
+		hostOf[s.conn] = h
+	}
+	if len(log) != len(hosts) || len(hostOf) != 4 {
+		t.Fatalf("want 4 connections (one per host, reused), got %+v", log)
+	}
+}
+
+// TestForwardResponseFraming: a response framed ambiguously or wrongly
+// reaches the client as exactly the body the proxy read, or as an error;
+// never as a different, complete-looking body; and the connection is not
+// reused after it unless its framing was clean.
+func TestForwardResponseFraming(t *testing.T) {
+	cases := []struct {
+		name, resp string
+		body       string // what the client may see when it sees a response
+	}{
+		{"cl and te", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "hello"},
+		{"te and larger cl", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 50\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "hello"},
+		{"same length twice", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", "hello"},
+		{"length list", "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", "hello"},
+		{"chunked identity", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n", ""},
+		{"identity te", "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 5\r\n\r\nhello", "hello"},
+		{"gzip te", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", ""},
+		{"chunk extension", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\n\r\n", "hello"},
+		{"chunk trailer smuggles length", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Length\r\n\r\n5\r\nhello\r\n0\r\nContent-Length: 1\r\n\r\n", "hello"},
+		{"connection names length", "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\nhello", "hello"},
+		{"http/1.0 keep-alive no length", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nhello", "hello"},
+		{"obs-fold length", "HTTP/1.1 200 OK\r\nContent-Length:\r\n 5\r\n\r\nhello", "hello"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var served atomic.Int32
+			u := startRaw(t, func(c *rawConn) {
+				for {
+					if _, _, err := c.readRequest(); err != nil {
+						return
+					}
+					if served.Add(1) == 1 {
+						io.WriteString(c, tc.resp)
+						if strings.HasPrefix(tc.resp, "HTTP/1.0") {
+							return // a body until EOF
+						}
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+				}
+			})
+			e := newEnv(t, withPort(rawPolicy, u.port))
+			c := e.client()
+			url := fmt.Sprintf("http://raw.test:%d/", u.port)
+			resp, err := c.Get(url)
+			if err == nil {
+				body, rerr := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if rerr == nil && resp.StatusCode == 200 && string(body) != tc.body {
+					t.Fatalf("client got a complete-looking body %q, want %q (or an error)", body, tc.body)
+				}
+				t.Logf("%d %q %v", resp.StatusCode, body, rerr)
+			} else {
+				t.Logf("error %v", err)
+			}
+			resp, body := e.get(url)
+			if resp.StatusCode != 200 || string(body) != "fresh" {
+				t.Fatalf("next request: %d %q", resp.StatusCode, body)
+			}
+		})
 	}
 }
