@@ -76,6 +76,19 @@ func TestApplyMemoryLimit(t *testing.T) {
 			}
 		})
 	}
+	t.Run("never below what is in use", func(t *testing.T) {
+		t.Setenv("GOMEMLIMIT", "")
+		unsetenv(t, "GOMEMLIMIT")
+		inUse := runtimeInUse()
+		inForce, restore := applyMemoryLimit(1)
+		defer restore()
+		if inForce < inUse+minLimitHeadroom/2 || inForce > 2*inUse+minLimitHeadroom {
+			t.Errorf("limit 1 B with %d in use: in force %d, want about %d", inUse, inForce, inUse+minLimitHeadroom)
+		}
+		if got := debug.SetMemoryLimit(-1); got != inForce {
+			t.Errorf("runtime limit %d, want %d", got, inForce)
+		}
+	})
 	if limitString(math.MaxInt64) != "none" || limitString(12<<20) != "12MiB" || limitString(1000) != "1000B" {
 		t.Errorf("limitString: %q %q %q", limitString(math.MaxInt64), limitString(12<<20), limitString(1000))
 	}

@@ -111,8 +111,6 @@ func Run(ctx context.Context, rc RunConfig) error {
 	// do not add up to the process's peak RSS (VmHWM: 20.4 MB before this
 	// trim, 16.9 MB after, measured at start-up).
 	trimStartup()
-	limit, restoreLimit := applyMemoryLimit(rc.MemoryLimit)
-	defer restoreLimit()
 
 	sink, err := openAudit(rc, func(err error) {
 		logger.Error("dns: audit log write failed; events are being lost", "err", err)
@@ -183,10 +181,14 @@ func Run(ctx context.Context, rc RunConfig) error {
 		errc <- nil
 	}()
 	ready.Set(true)
+	// Start-up is over: give back what only it needed (see trimStartup),
+	// then limit the runtime's memory against what is left in use.
+	advised := trimStartup()
+	limit, restoreLimit := applyMemoryLimit(rc.MemoryLimit)
+	defer restoreLimit()
 	logger.Info("dns filter started", "listen", rc.Listen, "admin", aln.Addr().String(), "upstreams", f.state.Load().upstreams,
 		"answer", w.Current().DNS.Answer, "audit_log", auditPath, "memory_limit", limitString(limit))
-	// Start-up is over: give back what only it needed (see trimStartup).
-	logger.Debug("released start-up memory", "mapped_bytes_advised", trimStartup())
+	logger.Debug("released start-up memory", "mapped_bytes_advised", advised, "runtime_in_use", runtimeInUse())
 
 	var runErr error
 	select {
