@@ -365,7 +365,7 @@ func (p *Proxy) upstreamConn(ctx context.Context, rs *reqState, key upstreamKey,
 // exchange writes r on c and reads the response header, forwarding
 // informational (1xx) responses to the client.
 func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *reqState, hasBody bool, timeout time.Duration) (*http.Response, error) {
-	werr := p.writeRequest(c, r, rs, hasBody)
+	werr := p.writeRequest(c, r, rs, hasBody, timeout)
 	var se *upstreamSendError
 	if werr != nil && !errors.As(werr, &se) {
 		return nil, werr // budget or client body: nothing to wait for
@@ -411,18 +411,24 @@ func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *
 }
 
 // writeRequest writes the request head and body to c, charging every byte
-// to the budget before it is written.
-func (p *Proxy) writeRequest(c *upConn, r *http.Request, rs *reqState, hasBody bool) error {
+// to the budget before it is written. An upstream that takes none of what
+// is written for timeout ends the request: without a write deadline a
+// server that stops reading a body (and neither answers nor closes) would
+// hold the handler, and its sockets, for as long as it liked, even after
+// the agent left (the server notices a client going away only once the
+// request body has been read).
+func (p *Proxy) writeRequest(c *upConn, r *http.Request, rs *reqState, hasBody bool, timeout time.Duration) error {
 	chunked := hasBody && r.ContentLength < 0
 	head := appendRequestHead(c.bw.AvailableBuffer(), r, rs, hasBody, chunked)
 	if err := p.charge(rs, int64(len(head))); err != nil {
 		return err
 	}
+	c.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := c.bw.Write(head); err != nil {
 		return &upstreamSendError{err}
 	}
 	if hasBody {
-		if err := p.writeBody(c, r, rs, chunked); err != nil {
+		if err := p.writeBody(c, r, rs, chunked, timeout); err != nil {
 			return err
 		}
 	}
@@ -434,7 +440,7 @@ func (p *Proxy) writeRequest(c *upConn, r *http.Request, rs *reqState, hasBody b
 
 // writeBody copies the request body, re-framed as it is sent (the server
 // removed the client's framing).
-func (p *Proxy) writeBody(c *upConn, r *http.Request, rs *reqState, chunked bool) error {
+func (p *Proxy) writeBody(c *upConn, r *http.Request, rs *reqState, chunked bool, timeout time.Duration) error {
 	bufp := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(bufp)
 	buf := *bufp
@@ -453,6 +459,9 @@ func (p *Proxy) writeBody(c *upConn, r *http.Request, rs *reqState, chunked bool
 			if err := p.charge(rs, cost); err != nil {
 				return err
 			}
+			// The clock runs while the upstream takes this chunk, not
+			// while the agent is slow to send the next.
+			c.conn.SetWriteDeadline(time.Now().Add(timeout))
 			if chunked {
 				c.bw.Write(prefix)
 			}

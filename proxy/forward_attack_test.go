@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"go.uber.org/goleak"
 	"io"
 	"net"
 	"net/http"
@@ -530,4 +531,121 @@ func TestForwardResponseFraming(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestForwardBudgetCoversEveryByteSent: retries, 408 resends, bodies the
+// agent abandons and bodies the budget stops all charge at least what the
+// upstream received, and the upstream never receives more than the budget.
+func TestForwardBudgetCoversEveryByteSent(t *testing.T) {
+	received := func(u *rawUpstream) int64 { n, _ := u.received(); return int64(n) }
+	t.Run("retries", func(t *testing.T) {
+		// The second request on each connection is read and dropped (a
+		// retry), or answered 408 and closed (a resend).
+		var conns atomic.Int32
+		u := startRaw(t, func(c *rawConn) {
+			n := conns.Add(1)
+			if _, _, err := c.readRequest(); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			if _, _, err := c.readRequest(); err != nil {
+				return
+			}
+			if n%2 == 0 {
+				io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			}
+		})
+		e := newEnv(t, withPort(rawPolicy+"    egress_limit: 1MiB\n", u.port))
+		for i := 0; i < 6; i++ {
+			e.get(fmt.Sprintf("http://raw.test:%d/%d", u.port, i))
+		}
+		e.events.wait(t, 6)
+		if _, reqs := u.received(); len(reqs) <= 6 {
+			t.Fatalf("no request was sent twice: %v", reqs)
+		}
+		if used, got := e.p.budget.Used("raw.test"), received(u); used < got || got == 0 {
+			t.Fatalf("upstream received %d bytes, budget charged %d", got, used)
+		}
+	})
+	t.Run("abandoned body", func(t *testing.T) {
+		u := startRaw(t, serveKeepAlive("ok"))
+		e := newEnv(t, withPort(rawPolicy+"    egress_limit: 1MiB\n", u.port))
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST http://raw.test:%d/up HTTP/1.1\r\nHost: raw.test\r\nContent-Length: 200000\r\n\r\n%s", u.port, strings.Repeat("a", 100000))
+		time.Sleep(100 * time.Millisecond)
+		c.Close()
+		e.events.wait(t, 1)
+		time.Sleep(50 * time.Millisecond)
+		if used, got := e.p.budget.Used("raw.test"), received(u); used < got || got == 0 {
+			t.Fatalf("upstream received %d bytes, budget charged %d", got, used)
+		}
+	})
+	t.Run("budget stops the body", func(t *testing.T) {
+		u := startRaw(t, serveKeepAlive("ok"))
+		e := newEnv(t, withPort(rawPolicy+"    egress_limit: 10KiB\n", u.port))
+		for _, framing := range []string{"Content-Length: 100000", "Transfer-Encoding: chunked"} {
+			body := strings.Repeat("b", 100000)
+			if strings.HasPrefix(framing, "Transfer") {
+				body = fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+			}
+			rs := rawExchange(t, e.addr, fmt.Sprintf("POST http://raw.test:%d/up HTTP/1.1\r\nHost: raw.test\r\n%s\r\nConnection: close\r\n\r\n%s", u.port, framing, body), 1)
+			if rs[0].StatusCode != 429 {
+				t.Fatalf("%s: status %d", framing, rs[0].StatusCode)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		if used, got := e.p.budget.Used("raw.test"), received(u); got > 10<<10 || used > 10<<10 || used < got {
+			t.Fatalf("upstream received %d bytes, budget charged %d, limit %d", got, used, 10<<10)
+		}
+	})
+}
+
+// TestForwardStuckUpstreamReleased: an upstream that stops reading the
+// request body (and neither answers nor closes) does not hold the
+// handler, its goroutine and two sockets past the entry's timeout once the
+// agent has gone; nothing is left behind.
+func TestForwardStuckUpstreamReleased(t *testing.T) {
+	hold := make(chan struct{})
+	u := startRaw(t, func(c *rawConn) {
+		if _, err := http.ReadRequest(c.br); err != nil {
+			return
+		}
+		select { // read the head, never the body
+		case <-hold:
+		case <-time.After(8 * time.Second):
+		}
+	})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	e := newEnv(t, withPort(rawPolicy+"    timeout: 1s\n", u.port))
+	ignore := goleak.IgnoreCurrent()
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 20
+	fmt.Fprintf(c, "POST http://raw.test:%d/up HTTP/1.1\r\nHost: raw.test\r\nContent-Length: %d\r\n\r\n", u.port, size)
+	c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	c.Write(make([]byte, size)) // blocks once the socket buffers are full
+	c.Close()
+	start := time.Now()
+	ev := e.events.wait(t, 1)[0]
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("the request was held %v after the agent left", d)
+	}
+	if ev.Status == 200 {
+		t.Fatalf("event %+v", ev)
+	}
+	e.p.state().pool.closeAll()
+	release() // the test's own upstream goroutine
+	// The server lingers 500 ms before closing an abandoned connection.
+	deadline := time.Now().Add(3 * time.Second)
+	for goleak.Find(ignore) != nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	goleak.VerifyNone(t, ignore)
 }
