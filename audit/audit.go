@@ -186,13 +186,13 @@ type FileSink struct {
 func OpenFile(path string) (*FileSink, error) {
 	prev := ""
 	if f, err := os.Open(path); err == nil {
-		res, verr := Verify(f, "")
+		res, where, verr := verifyTail(f, tailCheck)
 		f.Close()
 		if verr != nil {
 			return nil, fmt.Errorf("audit log %s: %w", path, verr)
 		}
 		if res.Broken != nil {
-			return nil, fmt.Errorf("audit log %s: %v; move it aside before appending", path, res.Broken)
+			return nil, fmt.Errorf("audit log %s: %v%s; move it aside before appending", path, res.Broken, where)
 		}
 		prev = res.Last
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -203,6 +203,41 @@ func OpenFile(path string) (*FileSink, error) {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	return &FileSink{Writer: NewWriter(f, prev, nil), f: f}, nil
+}
+
+// tailCheck is how much of an existing log OpenFile verifies before it
+// appends: a log that many runs extend (a named agent's `cagent run` log)
+// would otherwise make every start read all of it. `cagent audit verify`
+// checks whole files.
+const tailCheck = 256 << 10
+
+// verifyTail verifies the last n bytes of f from its first whole line
+// (whose prev is taken on trust), or all of f when it is not larger. where
+// says which part a Break's line number counts in.
+func verifyTail(f *os.File, n int64) (res Result, where string, err error) {
+	st, err := f.Stat()
+	if err != nil {
+		return res, "", err
+	}
+	if st.Size() <= n {
+		res, err = Verify(f, "")
+		return res, "", err
+	}
+	off := st.Size() - n
+	br := bufio.NewReader(io.NewSectionReader(f, off, n))
+	skipped, err := br.ReadBytes('\n') // the line the window starts inside
+	if err == nil {
+		res, err = verify(br, "", true)
+		if err != nil || res.Lines > 0 {
+			return res, fmt.Sprintf(" (counting from byte %d)", off+int64(len(skipped))), err
+		}
+	}
+	// The last line is longer than the window: check the whole file.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return res, "", err
+	}
+	res, err = Verify(f, "")
+	return res, "", err
 }
 
 // Close closes the file.

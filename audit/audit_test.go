@@ -271,3 +271,69 @@ func TestWriterError(t *testing.T) {
 		t.Errorf("Err %v, Prev %q: a failed write must not advance the chain", w.Err(), w.Prev())
 	}
 }
+
+// A long log is not read whole before appending: OpenFile checks its last
+// tailCheck bytes. Damage there is refused; older damage is left for
+// `cagent audit verify`, which still finds it after the append.
+func TestOpenFileChecksTheTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	s, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 200)
+	n := 0
+	for st, _ := os.Stat(path); st == nil || st.Size() < 3*tailCheck; st, _ = os.Stat(path) {
+		s.Emit(&Event{Type: TypeAdmin, Action: fmt.Sprint(n), Reason: pad})
+		n++
+	}
+	s.Close()
+	good, _ := os.ReadFile(path)
+
+	// Damage in the tail is refused.
+	last := fmt.Sprintf(`"action":"%d"`, n-2)
+	os.WriteFile(path, bytes.Replace(good, []byte(last), []byte(`"action":"X"`), 1), 0o600)
+	if _, err := OpenFile(path); err == nil || !strings.Contains(err.Error(), "counting from byte") {
+		t.Errorf("OpenFile with a changed line in the tail: %v", err)
+	}
+
+	// Damage before it is not looked at: the append continues the chain
+	// from the last line, and a full verify still reports the old break.
+	os.WriteFile(path, bytes.Replace(good, []byte(`"action":"1"`), []byte(`"action":"X"`), 1), 0o600)
+	s, err = OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Emit(&Event{Type: TypeAdmin, Action: "appended"})
+	s.Close()
+	f, _ := os.Open(path)
+	res, _ := Verify(f, "")
+	f.Close()
+	if res.Broken == nil || res.Broken.Line != 3 {
+		t.Errorf("full verify after the append: %+v, want the break at line 3", res.Broken)
+	}
+	data, _ := os.ReadFile(path)
+	lines := strings.SplitAfter(string(data), "\n") // n lines, the appended one, ""
+	if tail, _ := Verify(strings.NewReader(lines[n]), HashLine([]byte(strings.TrimSuffix(lines[n-1], "\n")))); tail.Broken != nil || tail.Lines != 1 || len(lines) != n+2 {
+		t.Errorf("the appended line does not continue the chain: %+v (%d lines)", tail, len(lines))
+	}
+
+	// A last line longer than the window: the whole file is checked.
+	path2 := filepath.Join(t.TempDir(), "big.jsonl")
+	s, _ = OpenFile(path2)
+	s.Emit(&Event{Type: TypeAdmin, Action: "small"})
+	s.Emit(&Event{Type: TypeAdmin, Action: "big", Reason: strings.Repeat("y", 2*tailCheck)})
+	s.Close()
+	s, err = OpenFile(path2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Emit(&Event{Type: TypeAdmin, Action: "after"})
+	s.Close()
+	f, _ = os.Open(path2)
+	res, _ = Verify(f, "")
+	f.Close()
+	if res.Broken != nil || res.Lines != 3 {
+		t.Errorf("after a line longer than the window: %+v", res)
+	}
+}
