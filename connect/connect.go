@@ -80,6 +80,9 @@ type Config struct {
 	BackoffMax time.Duration
 	// SpoolBytes bounds the on-disk spool (default DefaultSpoolBytes).
 	SpoolBytes int64
+	// NoTerminal refuses the control plane's web terminal (term_open):
+	// nobody gets a shell in the sandbox through the control plane.
+	NoTerminal bool
 	// OnState, if set, is called after a state from the control plane was
 	// applied (policy file written), with its version.
 	OnState func(version string)
@@ -306,6 +309,7 @@ func (c *Client) session(ctx context.Context, ctl Controller) error {
 	stop()
 	conn.CloseNow()
 	wg.Wait()
+	s.termWG.Wait()
 	return err
 }
 
@@ -321,6 +325,11 @@ type session struct {
 	contact chan struct{}
 	sentHB  [][]string // command result ids per heartbeat in flight
 	hbMu    sync.Mutex
+
+	// Terminal sessions (terminal.go); they end with the connection.
+	tmu    sync.Mutex
+	terms  map[string]*term
+	termWG sync.WaitGroup
 }
 
 func (s *session) send(ctx context.Context, m *wire.Msg) error {
@@ -385,6 +394,16 @@ func (s *session) read(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+		case wire.TypeTermOpen:
+			if err := s.termOpen(ctx, &m); err != nil {
+				return err
+			}
+		case wire.TypeTermData:
+			s.termInput(&m)
+		case wire.TypeTermResize:
+			s.termResize(&m)
+		case wire.TypeTermClose:
+			s.termClose(&m)
 		case wire.TypeError:
 			return fmt.Errorf("control plane error %s: %s", m.Error, m.Message)
 		}

@@ -13,6 +13,15 @@
 // entries carry consecutive sequence numbers of the spool, which the
 // control plane uses as idempotency keys, so a batch sent twice is stored
 // once).
+//
+// Terminal sessions (a browser's shell in the sandbox, opened through the
+// control plane's terminal endpoint) ride the same connection, multiplexed
+// by a session id the control plane picks: "term_open" (cols, rows),
+// "term_data" (both ways; Data is base64 in JSON, at most MaxTermData
+// bytes), "term_resize" and "term_close" go down; "term_opened",
+// "term_data" and "term_exit" (code, or error and message when the data
+// plane refused or failed to start the shell) come up. Either side ends a
+// session without disturbing the rest of the stream.
 package wire
 
 import (
@@ -32,6 +41,13 @@ const (
 	TypeLogs         = "logs"
 	TypeLogsAck      = "logs_ack"
 	TypeError        = "error"
+
+	TypeTermOpen   = "term_open"
+	TypeTermOpened = "term_opened"
+	TypeTermData   = "term_data"
+	TypeTermResize = "term_resize"
+	TypeTermClose  = "term_close"
+	TypeTermExit   = "term_exit"
 )
 
 // Limits.
@@ -43,6 +59,13 @@ const (
 	// ResyncInterval: the control plane re-sends the state at least this
 	// often, so a missed change notification heals by itself.
 	ResyncInterval = 30 * time.Second
+	// MaxTermData bounds the bytes of one term_data message; longer
+	// input or output is split.
+	MaxTermData = 16 << 10
+	// MaxTermSessions bounds the open terminal sessions of one agent.
+	MaxTermSessions = 4
+	// MaxTermID bounds a session id.
+	MaxTermID = 64
 )
 
 // Msg is every message; fields are used by the types noted.
@@ -71,10 +94,26 @@ type Msg struct {
 	LastSeq  uint64            `json:"last_seq,omitempty"`
 	Entries  []json.RawMessage `json:"entries,omitempty"`
 
-	// error
+	// term_*: Session names the terminal session; Data is the pty's
+	// input or output; Cols and Rows its size (term_open, term_resize);
+	// Code the shell's exit status (term_exit).
+	Session string `json:"session,omitempty"`
+	Data    []byte `json:"data,omitempty"`
+	Cols    uint16 `json:"cols,omitempty"`
+	Rows    uint16 `json:"rows,omitempty"`
+	Code    *int   `json:"code,omitempty"`
+
+	// error (and a refused term_exit)
 	Error   string `json:"error,omitempty"`
 	Message string `json:"message,omitempty"`
 }
+
+// Terminal refusals (term_exit Error).
+const (
+	TermDisabled = "terminal_disabled" // the data plane's configuration forbids it
+	TermBusy     = "terminal_busy"     // too many sessions
+	TermFailed   = "terminal_failed"   // the shell could not be started
+)
 
 // Command is a lifecycle command for the data plane.
 type Command struct {

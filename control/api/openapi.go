@@ -45,6 +45,13 @@ func (s *Server) OpenAPI() map[string]any {
 				"server_to_client": streamSchema(wire.TypeState, wire.TypeCommand, wire.TypeHeartbeatAck, wire.TypeLogsAck, wire.TypeError),
 				"client_to_server": streamSchema(wire.TypeHeartbeat, wire.TypeLogs),
 			}
+			if rt.Pattern == TerminalPattern {
+				op["responses"].(map[string]any)["101"] = map[string]any{
+					"description": "Switching Protocols: the connection is now a terminal. Binary messages are pty bytes both ways; text messages are JSON: " +
+						`{"type":"resize","cols":N,"rows":N} from the client; {"type":"exit","code":N} or {"type":"error","error":"...","message":"..."} to it.`,
+				}
+				op["x-websocket"] = map[string]any{"binary": "pty input and output"}
+			}
 			op["parameters"] = []any{
 				map[string]any{"name": "Upgrade", "in": "header", "required": true, "schema": map[string]any{"const": "websocket"}},
 				map[string]any{"name": "Connection", "in": "header", "required": true, "schema": map[string]any{"type": "string"}},
@@ -66,6 +73,8 @@ func (s *Server) OpenAPI() map[string]any {
 		}
 		if len(params) > 0 && !rt.WebSocket {
 			op["parameters"] = params
+		} else if len(params) > 0 {
+			op["parameters"] = append(op["parameters"].([]any), params...)
 		}
 		if rt.Body != nil {
 			op["requestBody"] = map[string]any{

@@ -19,6 +19,9 @@ var (
 
 const v1 = "/api/v1"
 
+// TerminalPattern is the web terminal's WebSocket (terminal.go).
+const TerminalPattern = v1 + "/tenants/{tenant}/agents/{agent}/terminal"
+
 func (s *Server) buildRoutes() []Route {
 	T := v1 + "/tenants/{tenant}"
 	return []Route{
@@ -50,6 +53,7 @@ func (s *Server) buildRoutes() []Route {
 		{Method: http.MethodDelete, Pattern: T + "/agents/{agent}", Summary: "Delete an agent with its tokens, policies and commands", Kinds: admins, h: s.deleteAgent},
 		{Method: http.MethodGet, Pattern: T + "/agents/{agent}/policy", Summary: "An agent's effective policy (YAML with ?format=yaml)", Kinds: readers, Query: []string{"format"}, Resp: policyDoc{}, h: s.getAgentPolicy},
 		{Method: http.MethodGet, Pattern: T + "/agents/{agent}/commands", Summary: "An agent's commands, newest first", Kinds: readers, Query: []string{"limit"}, Resp: list[store.Command]{}, h: s.listCommands},
+		{Method: http.MethodPost, Pattern: T + "/agents/{agent}/terminal/ticket", Summary: "A single-use ticket (valid 30 s) to open the agent's web terminal with", Kinds: readers, Resp: ticketResp{}, h: s.terminalTicket},
 		{Method: http.MethodPost, Pattern: T + "/agents/{agent}/commands", Summary: "Queue a command (409 while one is unfinished)", Kinds: admins, Body: commandReq{}, Resp: store.Command{}, h: s.createCommand},
 
 		{Method: http.MethodGet, Pattern: T + "/policies", Summary: "List domain policies", Kinds: readers, Query: []string{"agent_id"}, Resp: list[store.Policy]{}, h: s.listPolicies},
@@ -87,6 +91,8 @@ func outsideRoutes() []Route {
 	return []Route{
 		{Method: http.MethodGet, Pattern: wire.Path, Kinds: agentOnly, WebSocket: true,
 			Summary: "The data plane's one connection: a WebSocket (Upgrade: websocket) carrying JSON messages (see x-websocket); the agent is the calling token's, never named in the request"},
+		{Method: http.MethodGet, Pattern: TerminalPattern, Kinds: readers, WebSocket: true, Query: []string{"ticket", "cols", "rows"},
+			Summary: "A shell in the agent's sandbox: a WebSocket (same-origin Origin required) authenticated by ?ticket= from POST .../terminal/ticket, relayed over the agent's stream to this replica (409 when the agent is not connected here)"},
 		{Method: http.MethodPost, Pattern: EnrollPath, Kinds: agentOnly, Body: enrollReq{}, Resp: enrollResp{},
 			Summary: "Get the calling agent's mTLS client certificate for a PEM certificate request (once per agent; 409 after; 404 unless agent mTLS is on)"},
 	}
@@ -99,7 +105,9 @@ func outsideRoutes() []Route {
 func (s *Server) Mount(mux *http.ServeMux, hub *Hub, opt StreamOptions, ca *agentca.CA) []string {
 	mux.Handle("/api/", s.Handler())
 	mux.Handle(wire.Path, s.StreamHandler(hub, opt))
-	out := []string{wire.Path}
+	s.termHub = hub
+	mux.Handle(http.MethodGet+" "+TerminalPattern, s.TerminalHandler(hub))
+	out := []string{wire.Path, TerminalPattern}
 	if ca != nil {
 		mux.Handle(EnrollPath, s.EnrollHandler(ca))
 		out = append(out, EnrollPath)

@@ -141,6 +141,12 @@ type Server struct {
 
 	fails *failCounter // nil: failed token attempts are not throttled
 
+	// Unused web-terminal tickets (terminal.go), this replica only.
+	termMu  sync.Mutex
+	tickets map[string]termTicket
+	// termHub is the hub Mount serves terminals through (nil before).
+	termHub *Hub
+
 	// The OpenAPI document, built once: it is public, and building it
 	// costs thousands of allocations.
 	openapiOnce sync.Once

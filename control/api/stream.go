@@ -41,6 +41,8 @@ type streamSub struct {
 	// gone is closed when a newer stream of the same agent replaced this
 	// one (MaxPerAgent).
 	gone chan struct{}
+	// stream is set once the WebSocket is up (terminals ride it).
+	stream atomic.Pointer[agentStream]
 }
 
 // NewHub returns an empty hub.
@@ -271,6 +273,8 @@ func (s *Server) StreamHandler(h *Hub, opt StreamOptions) http.Handler {
 		conn.SetReadLimit(wire.MaxMessage)
 		st := &agentStream{s: s, h: h, c: c, conn: conn, resync: opt.Resync}
 		st.setExpiry(p.expiresAt)
+		sub.stream.Store(st)
+		defer st.endTerms()
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		stopAfter := context.AfterFunc(h.ctx, cancel)
@@ -322,6 +326,11 @@ type agentStream struct {
 	// expires is the token's expiry in Unix ns (0: none), as of the last
 	// authentication; every message from the data plane checks it.
 	expires atomic.Int64
+
+	// Terminal sessions riding this stream (terminal.go).
+	tmu     sync.Mutex
+	terms   map[string]*termSession
+	tclosed bool
 }
 
 func (a *agentStream) setExpiry(t time.Time) {
@@ -475,6 +484,23 @@ func (a *agentStream) readLoop(ctx context.Context, sub *streamSub) error {
 		if a.expired() {
 			return errUnauthorized
 		}
+		// Terminal traffic skips the token's request pacing: it touches
+		// no database, is bounded per session (queue, frame size), and
+		// pacing it would make a shell crawl and, behind a burst of
+		// output still in flight for a session just closed, delay the
+		// heartbeat acknowledgements until the data plane gives up.
+		if isTerm(b) {
+			var m wire.Msg
+			if err := json.Unmarshal(b, &m); err != nil {
+				return errf(http.StatusBadRequest, "invalid_json", "message is not valid JSON")
+			}
+			if ok, err := a.termMsg(ctx, &m); ok {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		// Every message is a request of the token: it shares the REST
 		// routes' rate limit, so one agent cannot keep the database busy.
 		if err := a.s.pace(ctx, a.c.p.TokenID); err != nil {
@@ -491,6 +517,9 @@ func (a *agentStream) readLoop(ctx context.Context, sub *streamSub) error {
 			default:
 			}
 		}
+		if reply == nil {
+			continue
+		}
 		if err := a.send(ctx, reply); err != nil {
 			return err
 		}
@@ -503,6 +532,10 @@ func (a *agentStream) handle(ctx context.Context, b []byte) (*wire.Msg, bool, er
 	var m wire.Msg
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, false, errf(http.StatusBadRequest, "invalid_json", "message is not valid JSON")
+	}
+	if ok, err := a.termMsg(ctx, &m); ok {
+		// A session closed meanwhile: ignored, no reply.
+		return nil, false, err
 	}
 	switch m.Type {
 	case wire.TypeHeartbeat:

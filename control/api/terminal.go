@@ -1,0 +1,492 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cagent-dev/cagent/connect/wire"
+	"github.com/cagent-dev/cagent/control/store"
+	"github.com/coder/websocket"
+)
+
+// The web terminal: a browser's shell in an agent's sandbox, relayed over
+// the data plane's own outbound stream (the control plane never dials a
+// data plane).
+//
+// Browsers cannot set Authorization on a WebSocket handshake, so the page
+// first POSTs .../terminal/ticket with its bearer token and gets a ticket:
+// random, single use, valid TicketTTL, bound to that token, tenant and
+// agent, and held in this replica's memory only. The WebSocket GET carries
+// the ticket in the query. A ticket in a URL can end up in an access log,
+// but it is worth nothing once used or 30 s old, which is why this was
+// chosen over putting the long-lived token itself in Sec-WebSocket-Protocol.
+//
+// Browser protocol (the same as the data plane's local admin UI terminal):
+// binary messages are pty bytes both ways; text messages are JSON:
+// {"type":"resize","cols":N,"rows":N} from the browser, {"type":"exit",
+// "code":N} or {"type":"error","error":"...","message":"..."} to it.
+
+// Terminal limits.
+const (
+	// TicketTTL is how long a terminal ticket may wait to be used.
+	TicketTTL = 30 * time.Second
+	// maxTickets bounds the unused tickets held (all tenants).
+	maxTickets = 10000
+	// termQueue bounds the output messages queued for one browser; a
+	// browser further behind is disconnected, never the agent's stream.
+	termQueue = 64
+	// termOpenTimeout: the data plane must acknowledge term_open within.
+	termOpenTimeout = 15 * time.Second
+	// termReadLimit bounds one browser message.
+	termReadLimit = 64 << 10
+)
+
+type termTicket struct {
+	tokenID, kind, tenantID, agentID string
+	expires                          time.Time
+}
+
+type ticketResp struct {
+	Ticket    string    `json:"ticket"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Path is the WebSocket to open with ?ticket=.
+	Path string `json:"path"`
+}
+
+func terminalPath(tenantID, agentID string) string {
+	return v1 + "/tenants/" + url.PathEscape(tenantID) + "/agents/" + url.PathEscape(agentID) + "/terminal"
+}
+
+// terminalTicket serves POST .../agents/{agent}/terminal/ticket.
+func (s *Server) terminalTicket(c *call) error {
+	agentID := c.r.PathValue("agent")
+	if _, err := c.s.st.GetAgent(c.r.Context(), c.tenantID, agentID); err != nil {
+		return err
+	}
+	// Checked here too, so a browser (which never sees why a WebSocket
+	// handshake failed) learns it before opening the socket.
+	if s.termHub != nil && !s.termHub.Connected(c.tenantID, agentID) {
+		return errNotConnected
+	}
+	b := make([]byte, 24)
+	rand.Read(b)
+	tk := base64.RawURLEncoding.EncodeToString(b)
+	now := s.cfg.Now()
+	exp := now.Add(TicketTTL)
+	s.termMu.Lock()
+	if s.tickets == nil {
+		s.tickets = map[string]termTicket{}
+	}
+	for k, t := range s.tickets {
+		if !now.Before(t.expires) {
+			delete(s.tickets, k)
+		}
+	}
+	if len(s.tickets) >= maxTickets {
+		s.termMu.Unlock()
+		return &apiError{status: http.StatusTooManyRequests, code: "rate_limited", msg: "too many unused terminal tickets; retry later", retry: TicketTTL}
+	}
+	s.tickets[tk] = termTicket{tokenID: c.p.TokenID, kind: c.p.Kind, tenantID: c.tenantID, agentID: agentID, expires: exp}
+	s.termMu.Unlock()
+	return c.ok(http.StatusCreated, ticketResp{Ticket: tk, ExpiresAt: exp.UTC(), Path: terminalPath(c.tenantID, agentID)})
+}
+
+// redeem takes a ticket out (single use) if it is valid for the tenant
+// and agent.
+func (s *Server) redeem(tk, tenantID, agentID string) (termTicket, bool) {
+	s.termMu.Lock()
+	defer s.termMu.Unlock()
+	t, ok := s.tickets[tk]
+	if !ok {
+		return termTicket{}, false
+	}
+	delete(s.tickets, tk)
+	if !s.cfg.Now().Before(t.expires) ||
+		subtle.ConstantTimeCompare([]byte(t.tenantID), []byte(tenantID)) != 1 || t.agentID != agentID {
+		return termTicket{}, false
+	}
+	return t, true
+}
+
+// wsOriginOK requires a same-origin Origin header: browsers always send
+// one on WebSocket handshakes, and a page elsewhere must not drive a
+// terminal with a ticket it obtained or guessed.
+func wsOriginOK(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+func parseDim(v string, def uint16) uint16 {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return def
+	}
+	return uint16(n)
+}
+
+var errTicket = errf(http.StatusUnauthorized, "unauthorized", "missing, invalid, expired or already used terminal ticket")
+
+// TerminalHandler serves GET /api/v1/tenants/{tenant}/agents/{agent}/terminal.
+func (s *Server) TerminalHandler(h *Hub) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &call{w: w, r: r, s: s, rid: newRequestID(), client: s.clientAddr(r)}
+		w.Header().Set("X-Request-Id", c.rid)
+		w.Header().Set("Cache-Control", "no-store")
+		tenantID, agentID := r.PathValue("tenant"), r.PathValue("agent")
+		if !wsOriginOK(r) {
+			c.fail(errf(http.StatusForbidden, "bad_origin", "WebSocket from another origin refused"))
+			return
+		}
+		t, ok := s.redeem(r.URL.Query().Get("ticket"), tenantID, agentID)
+		if !ok {
+			c.fail(errTicket)
+			return
+		}
+		// The ticket's token must still be good: revoking it or an IP ACL
+		// change between ticket and socket counts.
+		ctx := r.Context()
+		tok, err := s.st.GetTokenForAuth(ctx, t.tokenID)
+		if err != nil || tok.Disabled || (!tok.ExpiresAt.IsZero() && !s.cfg.Now().Before(tok.ExpiresAt)) ||
+			!slices.Contains(readers, tok.Kind) {
+			c.fail(errUnauthorized)
+			return
+		}
+		c.p = Principal{TokenID: tok.ID, Kind: tok.Kind, TenantID: tok.TenantID, expiresAt: tok.ExpiresAt}
+		c.tenantID = tenantID
+		if tok.Kind != store.KindSuperadmin {
+			if err := s.checkACL(ctx, tenantID, c.client); err != nil {
+				c.fail(err)
+				return
+			}
+		}
+		if _, err := s.st.GetAgent(ctx, tenantID, agentID); err != nil {
+			c.fail(err)
+			return
+		}
+		cols, rows := parseDim(r.URL.Query().Get("cols"), 80), parseDim(r.URL.Query().Get("rows"), 24)
+		ts, err := h.openTerminal(tenantID, agentID, cols, rows)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		defer ts.stream.endTerm(ts, true)
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Time{})
+		_ = rc.SetWriteDeadline(time.Time{})
+		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{})
+		if err != nil {
+			return // Accept has answered
+		}
+		conn.SetReadLimit(termReadLimit)
+		started := time.Now()
+		s.termAudit(c, "terminal.open", agentID, map[string]any{"agent_id": agentID, "session": ts.id})
+		code, why := s.relayTerminal(ctx, h, conn, ts)
+		detail := map[string]any{"agent_id": agentID, "session": ts.id, "duration_s": int(time.Since(started).Seconds()), "reason": why}
+		if code != nil {
+			detail["exit_code"] = *code
+		}
+		s.termAudit(c, "terminal.close", agentID, detail)
+	})
+}
+
+// termAudit writes one audit entry; a failure is logged, not fatal (the
+// session is already open or over).
+func (s *Server) termAudit(c *call, action, agentID string, detail map[string]any) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.r.Context()), 10*time.Second)
+	defer cancel()
+	d, _ := json.Marshal(detail)
+	err := s.st.AppendAudit(ctx, store.AuditEntry{
+		ID: store.NewID(), TS: s.cfg.Now(), TenantID: c.tenantID, ActorID: c.p.TokenID, ActorKind: c.p.Kind,
+		Action: action, ObjectType: "agent", ObjectID: agentID, RemoteAddr: c.client.String(), RequestID: c.rid, Detail: d,
+	})
+	if err != nil {
+		s.log.Error("terminal audit", "action", action, "agent", agentID, "err", err)
+	}
+}
+
+type browserMsg struct {
+	Type    string `json:"type"`
+	Cols    uint16 `json:"cols,omitempty"`
+	Rows    uint16 `json:"rows,omitempty"`
+	Code    *int   `json:"code,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// relayTerminal pumps one session until either end closes it; it returns
+// the exit code (nil if the shell did not exit) and why it ended.
+func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn, ts *termSession) (*int, string) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopAfter := context.AfterFunc(h.ctx, cancel)
+	defer stopAfter()
+	a := ts.stream
+	writeJSONMsg := func(m browserMsg) {
+		b, _ := json.Marshal(m)
+		wctx, c2 := context.WithTimeout(ctx, 5*time.Second)
+		defer c2()
+		_ = conn.Write(wctx, websocket.MessageText, b)
+	}
+	// browser -> data plane
+	inDone := make(chan struct{})
+	go func() {
+		defer close(inDone)
+		defer cancel()
+		for {
+			typ, data, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			if typ == websocket.MessageBinary {
+				for len(data) > 0 {
+					n := min(len(data), wire.MaxTermData)
+					if a.send(ctx, &wire.Msg{Type: wire.TypeTermData, Session: ts.id, Data: data[:n]}) != nil {
+						return
+					}
+					data = data[n:]
+				}
+				continue
+			}
+			var m browserMsg
+			if json.Unmarshal(data, &m) == nil && m.Type == "resize" && m.Cols > 0 && m.Rows > 0 && m.Cols <= 1000 && m.Rows <= 1000 {
+				if a.send(ctx, &wire.Msg{Type: wire.TypeTermResize, Session: ts.id, Cols: m.Cols, Rows: m.Rows}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	defer func() { <-inDone }()
+	openTimer := time.NewTimer(termOpenTimeout)
+	defer openTimer.Stop()
+	opened := ts.opened
+	for {
+		select {
+		case b := <-ts.out:
+			wctx, c2 := context.WithTimeout(ctx, 30*time.Second)
+			err := conn.Write(wctx, websocket.MessageBinary, b)
+			c2()
+			if err != nil {
+				return nil, "browser gone"
+			}
+		case <-opened:
+			opened = nil
+			openTimer.Stop()
+		case <-openTimer.C:
+			if opened != nil {
+				writeJSONMsg(browserMsg{Type: "error", Error: "no_answer", Message: "the data plane did not open the terminal (too old a version, or busy)"})
+				conn.Close(websocket.StatusTryAgainLater, "no answer from the data plane")
+				return nil, "no answer"
+			}
+		case <-ts.done:
+			// Output queued before the end goes first.
+			for {
+				select {
+				case b := <-ts.out:
+					wctx, c2 := context.WithTimeout(ctx, 5*time.Second)
+					_ = conn.Write(wctx, websocket.MessageBinary, b)
+					c2()
+					continue
+				default:
+				}
+				break
+			}
+			e := ts.result()
+			if e.errCode != "" {
+				writeJSONMsg(browserMsg{Type: "error", Error: e.errCode, Message: e.msg})
+				conn.Close(websocket.StatusNormalClosure, truncateReason(e.errCode))
+				return e.code, e.errCode
+			}
+			writeJSONMsg(browserMsg{Type: "exit", Code: e.code, Message: e.msg})
+			conn.Close(websocket.StatusNormalClosure, "process exited")
+			return e.code, "exited"
+		case <-ctx.Done():
+			if h.ctx.Err() != nil {
+				conn.Close(websocket.StatusGoingAway, "control plane shutting down")
+				return nil, "control plane shutting down"
+			}
+			conn.Close(websocket.StatusNormalClosure, "")
+			return nil, "browser closed"
+		}
+	}
+}
+
+// termSession is one terminal on the control plane's side.
+type termSession struct {
+	id       string
+	stream   *agentStream
+	out      chan []byte   // output for the browser
+	opened   chan struct{} // closed on term_opened
+	done     chan struct{} // closed when the session ended on the data plane's side
+	once     sync.Once
+	openOnce sync.Once
+
+	mu  sync.Mutex
+	end termEnd
+}
+
+type termEnd struct {
+	code    *int
+	errCode string
+	msg     string
+}
+
+func (t *termSession) finish(e termEnd) {
+	t.once.Do(func() {
+		t.mu.Lock()
+		t.end = e
+		t.mu.Unlock()
+		close(t.done)
+	})
+}
+
+func (t *termSession) result() termEnd {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.end
+}
+
+var (
+	errNotConnected = errf(http.StatusConflict, "agent_not_connected", "the agent is not connected to this control-plane replica")
+	errTermBusy     = errf(http.StatusTooManyRequests, "terminal_busy", "too many terminal sessions open for this agent")
+)
+
+// openTerminal registers a session on the agent's newest stream here and
+// asks the data plane to open it.
+func (h *Hub) openTerminal(tenantID, agentID string, cols, rows uint16) (*termSession, error) {
+	h.mu.Lock()
+	var best *streamSub
+	for sub := range h.subs[tenantID] {
+		if sub.agent == agentID && sub.stream.Load() != nil && (best == nil || sub.seq > best.seq) {
+			best = sub
+		}
+	}
+	h.mu.Unlock()
+	if best == nil {
+		return nil, errNotConnected
+	}
+	a := best.stream.Load()
+	b := make([]byte, 12)
+	rand.Read(b)
+	ts := &termSession{id: base64.RawURLEncoding.EncodeToString(b), stream: a, out: make(chan []byte, termQueue),
+		opened: make(chan struct{}), done: make(chan struct{})}
+	a.tmu.Lock()
+	if a.tclosed {
+		a.tmu.Unlock()
+		return nil, errNotConnected
+	}
+	if len(a.terms) >= wire.MaxTermSessions {
+		a.tmu.Unlock()
+		return nil, errTermBusy
+	}
+	if a.terms == nil {
+		a.terms = map[string]*termSession{}
+	}
+	a.terms[ts.id] = ts
+	a.tmu.Unlock()
+	if err := a.send(h.ctx, &wire.Msg{Type: wire.TypeTermOpen, Session: ts.id, Cols: cols, Rows: rows}); err != nil {
+		a.endTerm(ts, false)
+		return nil, errNotConnected
+	}
+	return ts, nil
+}
+
+// endTerm forgets a session; tell says to ask the data plane to close it.
+func (a *agentStream) endTerm(ts *termSession, tell bool) {
+	a.tmu.Lock()
+	_, ok := a.terms[ts.id]
+	delete(a.terms, ts.id)
+	closed := a.tclosed
+	a.tmu.Unlock()
+	ts.finish(termEnd{errCode: "closed", msg: "session closed"})
+	if ok && tell && !closed {
+		ctx, cancel := context.WithTimeout(a.h.ctx, 5*time.Second)
+		defer cancel()
+		_ = a.send(ctx, &wire.Msg{Type: wire.TypeTermClose, Session: ts.id})
+	}
+}
+
+// endTerms ends every session of a stream that is gone.
+func (a *agentStream) endTerms() {
+	a.tmu.Lock()
+	a.tclosed = true
+	ts := a.terms
+	a.terms = nil
+	a.tmu.Unlock()
+	for _, t := range ts {
+		t.finish(termEnd{errCode: "agent_disconnected", msg: "the agent's connection to the control plane was lost"})
+	}
+}
+
+// termMsg routes a terminal message from the data plane; handled reports
+// whether it was one (it then needs no reply).
+func (a *agentStream) termMsg(ctx context.Context, m *wire.Msg) (handled bool, err error) {
+	switch m.Type {
+	case wire.TypeTermOpened, wire.TypeTermData, wire.TypeTermExit:
+	default:
+		return false, nil
+	}
+	if len(m.Session) == 0 || len(m.Session) > wire.MaxTermID || len(m.Data) > wire.MaxTermData {
+		return true, fieldErr("session", "terminal message out of bounds")
+	}
+	a.tmu.Lock()
+	ts := a.terms[m.Session]
+	a.tmu.Unlock()
+	if ts == nil {
+		return true, nil // closed meanwhile
+	}
+	switch m.Type {
+	case wire.TypeTermOpened:
+		ts.openOnce.Do(func() { close(ts.opened) })
+	case wire.TypeTermData:
+		if len(m.Data) == 0 {
+			return true, nil
+		}
+		select {
+		case ts.out <- m.Data:
+		default:
+			// The browser does not keep up: drop the session, not the
+			// stream (which carries the agent's policy and logs).
+			a.s.log.Warn("terminal output queue full; closing the session", "tenant", a.c.p.TenantID, "agent", a.c.p.AgentID, "session", ts.id)
+			a.tmu.Lock()
+			delete(a.terms, ts.id)
+			a.tmu.Unlock()
+			ts.finish(termEnd{errCode: "too_slow", msg: "the browser did not keep up with the terminal's output"})
+			return true, a.send(ctx, &wire.Msg{Type: wire.TypeTermClose, Session: ts.id})
+		}
+	case wire.TypeTermExit:
+		a.tmu.Lock()
+		delete(a.terms, ts.id)
+		a.tmu.Unlock()
+		ts.finish(termEnd{code: m.Code, errCode: truncate(m.Error, 64), msg: truncate(m.Message, 512)})
+	}
+	return true, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// isTerm cheaply spots a terminal message (checked again when parsed).
+func isTerm(b []byte) bool {
+	return strings.Contains(string(b[:min(len(b), 64)]), `"type":"term_`)
+}
