@@ -50,6 +50,7 @@ policy stays) and its errors are shown in the UI. Needs root.`,
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&conn.url, "control-plane", "", "connected mode: control plane URL (or mode: connected in the policy)")
 	cmd.Flags().StringVar(&conn.token, "token", "", "connected mode: agent token (prefer CAGENT_TOKEN or control_plane.token_file: argv is visible to other users)")
+	cmd.Flags().BoolVar(&conn.noTerminal, "no-remote-terminal", false, "connected mode: refuse the control plane's web terminal (no shell in the sandbox through the control plane)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }

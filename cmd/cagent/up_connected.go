@@ -12,6 +12,7 @@ import (
 // upConnected holds the connected-mode flags of `cagent up`.
 type upConnected struct {
 	url, token string
+	noTerminal bool
 	client     *connect.Client
 }
 
@@ -20,7 +21,7 @@ type upConnected struct {
 // the control plane maintains, takes secrets from it and spools audit
 // events to it.
 func (u *upConnected) prepare(cfg *daemon.Config, out io.Writer) error {
-	cc := connect.Config{BasePath: cfg.PolicyPath, StateDir: cfg.StateDir, Logger: cfg.Logger}
+	cc := connect.Config{BasePath: cfg.PolicyPath, StateDir: cfg.StateDir, Logger: cfg.Logger, NoTerminal: u.noTerminal}
 	ok, err := connect.Resolve(&cc, u.url, u.token, nil)
 	if err != nil || !ok {
 		return err
