@@ -19,6 +19,8 @@ import (
 	"github.com/cagent-dev/cagent/internal/fakeinet"
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/internal/testutil/browsertest"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
 )
@@ -119,6 +121,29 @@ func curl(t *testing.T, d *daemon.Daemon, url string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// typeLine types a line into the terminal. SendKeys would send each
+// character twice to xterm.js (key and char events), so the text is
+// inserted as IME input and Enter is a bare key press.
+func typeLine(line string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		sel := chromedp.CSS("#term-host .xterm-helper-textarea")
+		if err := chromedp.Do(ctx, chromedp.Focus(sel)); err != nil {
+			return chromedp.Void{}, err
+		}
+		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: line}); err != nil {
+			return chromedp.Void{}, err
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+				Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
+			}); err != nil {
+				return chromedp.Void{}, err
+			}
+		}
+		return chromedp.Void{}, nil
+	}
+}
+
 // TestBrowserMainFlow: in real headless Chromium, a super admin creates a
 // tenant and an admin token; the admin registers an agent and adds a
 // policy; a connected data plane (real sandbox) enforces it; the agent's
@@ -184,6 +209,17 @@ func TestBrowserMainFlow(t *testing.T) {
 	d, in := connectedDataPlane(t, url, agentTok)
 	waitJS("agent online", `document.querySelector('[data-agent-online="box-1"]')?.textContent === 'online'`, 60*time.Second)
 	shot("agents")
+
+	// A shell in the agent's sandbox from the control plane's Terminal
+	// page, relayed over the data plane's own connection.
+	do("terminal", jsClick(`[data-terminal="box-1"]`), chromedp.WaitVisible(chromedp.ID("term-host")))
+	waitJS("terminal connected", `document.querySelector('#term-status')?.textContent === 'connected'`, 30*time.Second)
+	do("type", typeLine("echo from-cp-$((6*7))"))
+	waitJS("terminal output", `document.querySelector('#term-host .xterm-rows').textContent.includes('from-cp-42')`, 20*time.Second)
+	shot("terminal")
+	do("exit", typeLine("exit 3"))
+	waitJS("terminal exit", `document.querySelector('#term-host .xterm-rows').textContent.includes('[process exited with status 3]')`, 20*time.Second)
+
 	if got := curl(t, d, "http://web.test/before-policy"); got != "403" {
 		t.Fatalf("before the policy: %s", got)
 	}
@@ -253,6 +289,6 @@ func TestBrowserMainFlow(t *testing.T) {
 
 	// Audit trail shows who did what.
 	do("audit", chromedp.Navigate(url+"/#/audit"), chromedp.WaitVisible(chromedp.ID("audit-search")))
-	waitJS("audit rows", `['policy.create', 'secret.put', 'agent.create', 'command.create'].every(a => document.querySelector('#audit').textContent.includes(a.split('.')[0]))`, 10*time.Second)
+	waitJS("audit rows", `['policy.create', 'secret.put', 'agent.create', 'command.create', 'terminal.open', 'terminal.close'].every(a => document.querySelector('#audit').textContent.includes(a.split('.')[0]))`, 10*time.Second)
 	shot("audit")
 }

@@ -4,6 +4,9 @@
 // sends a strict Content-Security-Policy, and every value from the API is
 // inserted as text, never as HTML.
 import { APIError, type Child, ago, confirmModal, fetchJSON, fill, h, table, toast } from "../../../web/shared/ui";
+import "@xterm/xterm/css/xterm.css";
+import { Terminal } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
 
 // ---- API ----------------------------------------------------------------
 
@@ -98,9 +101,19 @@ const pages: Record<string, Page> = {
   acls: { title: "IP ACLs", render: aclsPage, admin: true },
   audit: { title: "Audit", render: auditPage, admin: true },
   logs: { title: "Logs", render: logsPage },
+  terminal: { title: "Terminal", render: terminalPage },
 };
 
 let timer: number | undefined;
+// pageCleanup undoes what the current page holds beyond the DOM (the
+// terminal's socket); route() runs it before drawing the next page.
+let pageCleanup: (() => void) | undefined;
+
+// hashParams are the page's parameters: #/terminal?agent=ID.
+function hashParams(): URLSearchParams {
+  const i = location.hash.indexOf("?");
+  return new URLSearchParams(i < 0 ? "" : location.hash.slice(i + 1));
+}
 
 function logout() {
   sessionStorage.removeItem(TOKEN_KEY);
@@ -112,6 +125,8 @@ function logout() {
 async function route() {
   if (timer) clearInterval(timer);
   timer = undefined;
+  if (pageCleanup) pageCleanup();
+  pageCleanup = undefined;
   const app = document.getElementById("app")!;
   if (!me && sessionStorage.getItem(TOKEN_KEY)) {
     try {
@@ -124,7 +139,7 @@ async function route() {
     }
   }
   if (!me) return loginPage(app);
-  let name = location.hash.replace(/^#\/?/, "") || (me.kind === "superadmin" && !tenant ? "tenants" : "agents");
+  let name = location.hash.replace(/^#\/?/, "").split("?")[0] || (me.kind === "superadmin" && !tenant ? "tenants" : "agents");
   if (!pages[name]) name = "agents";
   const page = pages[name];
   const main = h("main", { id: `page-${name}` });
@@ -290,14 +305,15 @@ async function agentsPage(main: HTMLElement) {
             ago(a.last_heartbeat),
             h("span", { class: "dim" }, Object.entries(m).filter(([k]) => k !== "last_error").map(([k, v]) => `${k}=${v}`).join("  "), m.last_error ? h("div", { class: "errors" }, m.last_error) : null),
             canAdmin
-              ? h("span", { class: "row" }, ["start", "stop", "restart", "wipe"].map((c) => h("button", { "data-cmd": `${a.name}:${c}`, class: c === "wipe" ? "danger" : "", onclick: () => cmd(a, c) }, c)),
+              ? h("span", { class: "row" }, h("button", { "data-terminal": a.name, onclick: () => (location.hash = `#/terminal?agent=${encodeURIComponent(a.id)}`) }, "terminal"), ["start", "stop", "restart", "wipe"].map((c) => h("button", { "data-cmd": `${a.name}:${c}`, class: c === "wipe" ? "danger" : "", onclick: () => cmd(a, c) }, c)),
                   h("button", { "data-history": a.name, onclick: () => showCommands(a) }, "history"),
                   h("button", { class: "danger", onclick: async () => {
                     if (!(await confirmModal("Delete agent", `Delete ${a.name} with its token, policies and commands?`, "Delete"))) return;
                     await api("DELETE", T(`/agents/${a.id}`)).catch(fail);
                     render();
                   } }, "delete"))
-              : h("button", { "data-history": a.name, onclick: () => showCommands(a) }, "history"),
+              : h("span", { class: "row" }, h("button", { "data-terminal": a.name, onclick: () => (location.hash = `#/terminal?agent=${encodeURIComponent(a.id)}`) }, "terminal"),
+                  h("button", { "data-history": a.name, onclick: () => showCommands(a) }, "history")),
           ];
         },
         actions: canAdmin ? h("div", { class: "row", style: "margin-bottom:10px" }, name, h("button", { id: "agent-create", class: "primary", onclick: create }, "Register agent")) : null,
@@ -618,6 +634,109 @@ function analytics(el: HTMLElement, items: any[]) {
     h("div", { class: "card" }, h("h2", {}, "Requests per minute"), h("div", { class: "row", style: "align-items:flex-end;height:120px;gap:2px" },
       mins.map((m) => h("div", { title: `${m}: ${perMin[m]}`, style: `width:8px;background:var(--accent);height:${Math.max(2, Math.round((110 * perMin[m]) / peak))}px` })))),
   );
+}
+
+// ---- terminal -----------------------------------------------------------
+
+// terminalPage opens a shell in an agent's sandbox. The control plane
+// relays it over the agent's own connection; the WebSocket is
+// authenticated by a single-use ticket (browsers cannot send the bearer
+// token on a WebSocket). Protocol: binary messages are pty bytes both
+// ways; text messages are JSON (resize up; exit or error down).
+async function terminalPage(main: HTMLElement) {
+  const agents = (await api("GET", T("/agents"))).items as any[];
+  const want = hashParams().get("agent") || "";
+  const sel = h("select", { id: "term-agent" }, agents.map((a) => h("option", { value: a.id, selected: a.id === want }, `${a.name}${a.online ? "" : " (offline)"}`))) as HTMLSelectElement;
+  const status = h("span", { class: "dim", id: "term-status" });
+  const host = h("div", { class: "term", id: "term-host" });
+  let ws: WebSocket | null = null;
+  let term: Terminal | null = null;
+  let fit: FitAddon | null = null;
+  const close = () => {
+    ws?.close();
+    ws = null;
+    term?.dispose();
+    term = null;
+    fit = null;
+    host.replaceChildren();
+  };
+  const refit = () => {
+    try {
+      fit?.fit();
+    } catch {
+      /* not visible */
+    }
+  };
+  const open = async () => {
+    close();
+    const agent = sel.value;
+    if (!agent) return;
+    const hash = `#/terminal?agent=${encodeURIComponent(agent)}`;
+    if (location.hash !== hash) {
+      // route() draws this page again for that agent and opens it.
+      location.hash = hash;
+      return;
+    }
+    term = new Terminal({ cursorBlink: true, fontFamily: "DejaVu Sans Mono, monospace", fontSize: 14, lineHeight: 1.15, theme: { background: "#000000" } });
+    fit = new FitAddon();
+    term.loadAddon(fit);
+    const pane = h("div", { class: "term-pane" });
+    host.append(pane);
+    term.open(pane);
+    refit();
+    const t = term;
+    let tk: any;
+    try {
+      // Errors (agent offline, not connected to this replica, no rights)
+      // come back here as JSON: a failed WebSocket handshake tells the
+      // page nothing.
+      tk = await api("POST", T(`/agents/${encodeURIComponent(agent)}/terminal/ticket`));
+    } catch (e) {
+      const msg = e instanceof APIError ? `${e.body?.error || e.status}: ${e.message}` : String(e);
+      t.write(`\x1b[31m[${msg}]\x1b[0m\r\n`);
+      fill(status, "not connected");
+      return;
+    }
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const q = new URLSearchParams({ ticket: tk.ticket, cols: String(t.cols), rows: String(t.rows) });
+    const sock = new WebSocket(`${proto}://${location.host}${tk.path}?${q}`);
+    sock.binaryType = "arraybuffer";
+    ws = sock;
+    const enc = new TextEncoder();
+    sock.onopen = () => {
+      fill(status, "connected");
+      t.focus();
+    };
+    sock.onmessage = (m) => {
+      if (typeof m.data === "string") {
+        const c = JSON.parse(m.data);
+        if (c.type === "exit") t.write(`\r\n\x1b[33m[process exited with status ${c.code}]\x1b[0m\r\n`);
+        if (c.type === "error") t.write(`\r\n\x1b[31m[${c.error}: ${c.message}]\x1b[0m\r\n`);
+      } else t.write(new Uint8Array(m.data));
+    };
+    sock.onclose = () => {
+      if (ws === sock) fill(status, "disconnected");
+      t.write("\r\n\x1b[90m[disconnected]\x1b[0m\r\n");
+    };
+    t.onData((d) => sock.readyState === WebSocket.OPEN && sock.send(enc.encode(d)));
+    t.onResize(({ cols, rows }) => sock.readyState === WebSocket.OPEN && sock.send(JSON.stringify({ type: "resize", cols, rows })));
+  };
+  fill(
+    main,
+    h(
+      "div",
+      { class: "card" },
+      h("div", { class: "row", style: "margin-bottom:8px" }, h("h2", {}, "Terminal"), sel, h("button", { id: "term-open", class: "primary", onclick: open }, "Open shell"), h("button", { id: "term-close", onclick: () => (close(), fill(status, "closed")) }, "Close"), status),
+      h("p", { class: "dim" }, "A shell in the agent's sandbox, relayed over the agent's connection to this control plane. Opening and closing it is recorded in the audit trail; what you type is not."),
+      host,
+    ),
+  );
+  window.addEventListener("resize", refit);
+  pageCleanup = () => {
+    window.removeEventListener("resize", refit);
+    close();
+  };
+  if (want && agents.some((a) => a.id === want)) open();
 }
 
 route();
