@@ -371,7 +371,8 @@ func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *
 		return nil, werr // budget or client body: nothing to wait for
 	}
 	// As ResponseHeaderTimeout: the clock starts when the request is sent.
-	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	deadline := time.Now().Add(timeout)
+	c.conn.SetReadDeadline(deadline)
 	n1xx := 0
 	for {
 		c.limit = maxResponseHeaderBytes
@@ -379,6 +380,12 @@ func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *
 		if err != nil {
 			if werr != nil {
 				return nil, werr
+			}
+			if !time.Now().Before(deadline) {
+				// A deadline that cuts a line short surfaces as a parse
+				// error of the partial line (bufio.Reader.ReadLine drops
+				// the error): it is still the upstream's timeout.
+				return nil, fmt.Errorf("read upstream response: %w (%v)", os.ErrDeadlineExceeded, err)
 			}
 			return nil, fmt.Errorf("read upstream response: %w", err)
 		}

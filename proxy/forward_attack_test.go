@@ -649,3 +649,74 @@ func TestForwardStuckUpstreamReleased(t *testing.T) {
 	}
 	goleak.VerifyNone(t, ignore)
 }
+
+// TestForwardSlowUpstreams: an upstream that dribbles its header gets a
+// 504 after the entry's timeout (the clock does not restart per byte or
+// per 1xx); one that stalls in the middle of a body is cut off as soon as
+// the agent leaves. Nothing is left behind either way.
+func TestForwardSlowUpstreams(t *testing.T) {
+	hold := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	u := startRaw(t, func(c *rawConn) {
+		req, _, err := c.readRequest()
+		if err != nil {
+			return
+		}
+		switch req.URL.Path {
+		case "/dribble":
+			msg := "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </b>\r\n\r\nHTTP/1.1 200 OK\r\nX-Slow: " + strings.Repeat("s", 1000)
+			for i := 0; i < len(msg); i++ {
+				if _, err := c.Write([]byte{msg[i]}); err != nil {
+					return
+				}
+				select {
+				case <-hold:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		case "/stall":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n") // streamed
+			<-hold
+		}
+	})
+	e := newEnv(t, withPort(rawPolicy+"    timeout: 1s\n", u.port))
+	ignore := goleak.IgnoreCurrent()
+	tr := &http.Transport{Proxy: e.client().Transport.(*http.Transport).Proxy}
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	start := time.Now()
+	resp, err := client.Get(fmt.Sprintf("http://raw.test:%d/dribble", u.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 504 || time.Since(start) > 3*time.Second {
+		t.Fatalf("dribbled header: %d after %v: %s", resp.StatusCode, time.Since(start), body)
+	}
+
+	resp2, err := client.Get(fmt.Sprintf("http://raw.test:%d/stall", u.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(resp2.Body, buf); err != nil || string(buf) != "first" {
+		t.Fatalf("stall: %q %v", buf, err)
+	}
+	resp2.Body.Close() // the agent gives up mid-body
+	tr.CloseIdleConnections()
+	start = time.Now()
+	e.events.wait(t, 2)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the stalled response was held %v after the agent left", d)
+	}
+	e.p.state().pool.closeAll()
+	release()
+	deadline := time.Now().Add(3 * time.Second)
+	for goleak.Find(ignore) != nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	goleak.VerifyNone(t, ignore)
+}
