@@ -120,6 +120,21 @@ func (c *cp) dialTerm(tpath, agentID, ticket, origin string) (*termClient, int) 
 	return tc, http.StatusSwitchingProtocols
 }
 
+// closed reads until the server closes the socket with want.
+func (tc *termClient) closed(want websocket.StatusCode) {
+	tc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if _, _, err := tc.conn.Read(ctx); err != nil {
+			if s := websocket.CloseStatus(err); s != want {
+				tc.t.Fatalf("closed with %v, want %v", err, want)
+			}
+			return
+		}
+	}
+}
+
 func (tc *termClient) send(s string) {
 	tc.t.Helper()
 	if err := tc.conn.Write(context.Background(), websocket.MessageBinary, []byte(s)); err != nil {
@@ -209,6 +224,7 @@ func TestTerminalThroughControlPlane(t *testing.T) {
 	if m["type"] != "exit" || m["code"] != float64(7) {
 		t.Fatalf("exit: %v", m)
 	}
+	tc.closed(websocket.StatusNormalClosure)
 	waitFor(t, "shell reaped", 10*time.Second, ctl.allReaped)
 
 	// The ticket was single use.
@@ -413,5 +429,54 @@ func TestTerminalSlowBrowserDropsSessionNotStream(t *testing.T) {
 	tc.send("exit\n")
 	if m := tc.until(""); m["type"] != "exit" || m["code"] != float64(0) {
 		t.Fatalf("%v", m)
+	}
+}
+
+// Stopping the control plane ends open terminals cleanly (and goleak
+// checks nothing is left behind).
+func TestTerminalControlPlaneShutdown(t *testing.T) {
+	dir := t.TempDir()
+	cp := startCP(t, filepath.Join(dir, "cp"), "")
+	tpath, agentID, tok := cp.agent("acme")
+	ctl := &ptyCtl{}
+	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
+	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	_, tk := cp.ticket(tpath, agentID, "")
+	tc, _ := cp.dialTerm(tpath, agentID, tk["ticket"].(string), cp.URL)
+	tc.send("echo up-$((1+1))\n")
+	tc.until("up-2")
+	start := time.Now()
+	cp.stop()
+	t.Logf("control plane stopped in %v", time.Since(start))
+	if m := tc.until(""); m["error"] != "shutting_down" {
+		t.Fatalf("%v", m)
+	}
+	tc.closed(websocket.StatusGoingAway)
+	d.stop()
+	waitFor(t, "shell killed", 10*time.Second, ctl.allReaped)
+}
+
+func TestTerminalTicketsBoundedPerToken(t *testing.T) {
+	dir := t.TempDir()
+	cp := startCP(t, filepath.Join(dir, "cp"), "")
+	tpath, agentID, tok := cp.agent("acme")
+	_, dev := newToken(t, cp, tpath, "dev")
+	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, &ptyCtl{})
+	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	for i := 0; ; i++ {
+		code, m := cp.ticket(tpath, agentID, dev)
+		if code == http.StatusTooManyRequests {
+			if i != 16 {
+				t.Fatalf("refused after %d tickets", i)
+			}
+			break
+		}
+		if code != http.StatusCreated || i > 16 {
+			t.Fatalf("ticket %d: %d %v", i, code, m)
+		}
+	}
+	// Another token of the tenant is not affected.
+	if code, m := cp.ticket(tpath, agentID, ""); code != http.StatusCreated {
+		t.Fatalf("other token: %d %v", code, m)
 	}
 }

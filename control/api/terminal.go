@@ -40,8 +40,10 @@ import (
 const (
 	// TicketTTL is how long a terminal ticket may wait to be used.
 	TicketTTL = 30 * time.Second
-	// maxTickets bounds the unused tickets held (all tenants).
-	maxTickets = 10000
+	// maxTickets bounds the unused tickets held (all tenants), and
+	// maxTicketsPerToken those of one token.
+	maxTickets         = 10000
+	maxTicketsPerToken = 16
 	// termQueue bounds the output messages queued for one browser; a
 	// browser further behind is disconnected, never the agent's stream.
 	termQueue = 64
@@ -92,7 +94,14 @@ func (s *Server) terminalTicket(c *call) error {
 			delete(s.tickets, k)
 		}
 	}
-	if len(s.tickets) >= maxTickets {
+	mine := 0
+	for _, t := range s.tickets {
+		if t.tokenID == c.p.TokenID {
+			mine++
+		}
+	}
+	// Per token too, so one tenant cannot use up the tickets of all.
+	if len(s.tickets) >= maxTickets || mine >= maxTicketsPerToken {
 		s.termMu.Unlock()
 		return &apiError{status: http.StatusTooManyRequests, code: "rate_limited", msg: "too many unused terminal tickets; retry later", retry: TicketTTL}
 	}
@@ -186,6 +195,9 @@ func (s *Server) TerminalHandler(h *Hub) http.Handler {
 			c.fail(err)
 			return
 		}
+		// Hub.Close waits for the session (its close is audited before
+		// the store closes).
+		defer h.wg.Done()
 		defer ts.stream.endTerm(ts, true)
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Time{})
@@ -232,32 +244,37 @@ type browserMsg struct {
 
 // relayTerminal pumps one session until either end closes it; it returns
 // the exit code (nil if the shell did not exit) and why it ended.
+//
+// Canceling a context coder/websocket is reading or writing with drops
+// the connection without a close frame, so the browser's reader runs on
+// its own context, canceled only after the close handshake, and the last
+// messages are written on a context of their own.
 func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn, ts *termSession) (*int, string) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopAfter := context.AfterFunc(h.ctx, cancel)
-	defer stopAfter()
 	a := ts.stream
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	write := func(typ websocket.MessageType, b []byte, d time.Duration) error {
+		wctx, c2 := context.WithTimeout(rctx, d)
+		defer c2()
+		return conn.Write(wctx, typ, b)
+	}
 	writeJSONMsg := func(m browserMsg) {
 		b, _ := json.Marshal(m)
-		wctx, c2 := context.WithTimeout(ctx, 5*time.Second)
-		defer c2()
-		_ = conn.Write(wctx, websocket.MessageText, b)
+		_ = write(websocket.MessageText, b, 5*time.Second)
 	}
 	// browser -> data plane
 	inDone := make(chan struct{})
 	go func() {
 		defer close(inDone)
-		defer cancel()
 		for {
-			typ, data, err := conn.Read(ctx)
+			typ, data, err := conn.Read(rctx)
 			if err != nil {
 				return
 			}
 			if typ == websocket.MessageBinary {
 				for len(data) > 0 {
 					n := min(len(data), wire.MaxTermData)
-					if a.send(ctx, &wire.Msg{Type: wire.TypeTermData, Session: ts.id, Data: data[:n]}) != nil {
+					if a.send(rctx, &wire.Msg{Type: wire.TypeTermData, Session: ts.id, Data: data[:n]}) != nil {
 						return
 					}
 					data = data[n:]
@@ -266,24 +283,27 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			}
 			var m browserMsg
 			if json.Unmarshal(data, &m) == nil && m.Type == "resize" && m.Cols > 0 && m.Rows > 0 && m.Cols <= 1000 && m.Rows <= 1000 {
-				if a.send(ctx, &wire.Msg{Type: wire.TypeTermResize, Session: ts.id, Cols: m.Cols, Rows: m.Rows}) != nil {
+				if a.send(rctx, &wire.Msg{Type: wire.TypeTermResize, Session: ts.id, Cols: m.Cols, Rows: m.Rows}) != nil {
 					return
 				}
 			}
 		}
 	}()
-	defer func() { <-inDone }()
+	// Close first, then end the reader (it sees the close frame).
+	closeWith := func(code websocket.StatusCode, reason string) {
+		conn.Close(code, truncateReason(reason))
+		cancel()
+		<-inDone
+	}
 	openTimer := time.NewTimer(termOpenTimeout)
 	defer openTimer.Stop()
 	opened := ts.opened
 	for {
 		select {
 		case b := <-ts.out:
-			wctx, c2 := context.WithTimeout(ctx, 30*time.Second)
-			err := conn.Write(wctx, websocket.MessageBinary, b)
-			c2()
-			if err != nil {
-				return nil, "browser gone"
+			if write(websocket.MessageBinary, b, 30*time.Second) != nil {
+				closeWith(websocket.StatusGoingAway, "")
+				return nil, "browser too slow or gone"
 			}
 		case <-opened:
 			opened = nil
@@ -291,38 +311,43 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 		case <-openTimer.C:
 			if opened != nil {
 				writeJSONMsg(browserMsg{Type: "error", Error: "no_answer", Message: "the data plane did not open the terminal (too old a version, or busy)"})
-				conn.Close(websocket.StatusTryAgainLater, "no answer from the data plane")
+				closeWith(websocket.StatusTryAgainLater, "no answer from the data plane")
 				return nil, "no answer"
 			}
+		case <-h.ctx.Done():
+			writeJSONMsg(browserMsg{Type: "error", Error: "shutting_down", Message: "the control plane is shutting down"})
+			closeWith(websocket.StatusGoingAway, "control plane shutting down")
+			return nil, "control plane shutting down"
 		case <-ts.done:
 			// Output queued before the end goes first.
+		drain:
 			for {
 				select {
 				case b := <-ts.out:
-					wctx, c2 := context.WithTimeout(ctx, 5*time.Second)
-					_ = conn.Write(wctx, websocket.MessageBinary, b)
-					c2()
-					continue
+					if write(websocket.MessageBinary, b, 5*time.Second) != nil {
+						break drain
+					}
 				default:
+					break drain
 				}
-				break
 			}
 			e := ts.result()
 			if e.errCode != "" {
 				writeJSONMsg(browserMsg{Type: "error", Error: e.errCode, Message: e.msg})
-				conn.Close(websocket.StatusNormalClosure, truncateReason(e.errCode))
+				closeWith(websocket.StatusNormalClosure, e.errCode)
 				return e.code, e.errCode
 			}
 			writeJSONMsg(browserMsg{Type: "exit", Code: e.code, Message: e.msg})
-			conn.Close(websocket.StatusNormalClosure, "process exited")
+			closeWith(websocket.StatusNormalClosure, "process exited")
 			return e.code, "exited"
-		case <-ctx.Done():
-			if h.ctx.Err() != nil {
-				conn.Close(websocket.StatusGoingAway, "control plane shutting down")
-				return nil, "control plane shutting down"
-			}
-			conn.Close(websocket.StatusNormalClosure, "")
+		case <-inDone:
+			conn.CloseNow()
 			return nil, "browser closed"
+		case <-ctx.Done():
+			conn.CloseNow()
+			cancel()
+			<-inDone
+			return nil, "browser gone"
 		}
 	}
 }
@@ -371,16 +396,29 @@ var (
 // asks the data plane to open it.
 func (h *Hub) openTerminal(tenantID, agentID string, cols, rows uint16) (*termSession, error) {
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, errf(http.StatusServiceUnavailable, "unavailable", "the control plane is shutting down")
+	}
 	var best *streamSub
 	for sub := range h.subs[tenantID] {
 		if sub.agent == agentID && sub.stream.Load() != nil && (best == nil || sub.seq > best.seq) {
 			best = sub
 		}
 	}
-	h.mu.Unlock()
 	if best == nil {
+		h.mu.Unlock()
 		return nil, errNotConnected
 	}
+	// Done by the caller when the session ends, or below on failure.
+	h.wg.Add(1)
+	h.mu.Unlock()
+	ok := false
+	defer func() {
+		if !ok {
+			h.wg.Done()
+		}
+	}()
 	a := best.stream.Load()
 	b := make([]byte, 12)
 	rand.Read(b)
@@ -404,6 +442,7 @@ func (h *Hub) openTerminal(tenantID, agentID string, cols, rows uint16) (*termSe
 		a.endTerm(ts, false)
 		return nil, errNotConnected
 	}
+	ok = true
 	return ts, nil
 }
 
