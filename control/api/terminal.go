@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -262,7 +263,10 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 		b, _ := json.Marshal(m)
 		_ = write(websocket.MessageText, b, 5*time.Second)
 	}
-	// browser -> data plane
+	// browser -> data plane. Writes to the agent's stream never use the
+	// session's context: canceling a write in progress would close the
+	// whole stream. They end with the hub (the stream ends then anyway)
+	// or send's own timeout.
 	inDone := make(chan struct{})
 	go func() {
 		defer close(inDone)
@@ -274,7 +278,7 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			if typ == websocket.MessageBinary {
 				for len(data) > 0 {
 					n := min(len(data), wire.MaxTermData)
-					if a.send(rctx, &wire.Msg{Type: wire.TypeTermData, Session: ts.id, Data: data[:n]}) != nil {
+					if rctx.Err() != nil || a.send(a.h.ctx, &wire.Msg{Type: wire.TypeTermData, Session: ts.id, Data: data[:n]}) != nil {
 						return
 					}
 					data = data[n:]
@@ -283,7 +287,7 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			}
 			var m browserMsg
 			if json.Unmarshal(data, &m) == nil && m.Type == "resize" && m.Cols > 0 && m.Rows > 0 && m.Cols <= 1000 && m.Rows <= 1000 {
-				if a.send(rctx, &wire.Msg{Type: wire.TypeTermResize, Session: ts.id, Cols: m.Cols, Rows: m.Rows}) != nil {
+				if a.send(a.h.ctx, &wire.Msg{Type: wire.TypeTermResize, Session: ts.id, Cols: m.Cols, Rows: m.Rows}) != nil {
 					return
 				}
 			}
@@ -455,9 +459,7 @@ func (a *agentStream) endTerm(ts *termSession, tell bool) {
 	a.tmu.Unlock()
 	ts.finish(termEnd{errCode: "closed", msg: "session closed"})
 	if ok && tell && !closed {
-		ctx, cancel := context.WithTimeout(a.h.ctx, 5*time.Second)
-		defer cancel()
-		_ = a.send(ctx, &wire.Msg{Type: wire.TypeTermClose, Session: ts.id})
+		_ = a.send(a.h.ctx, &wire.Msg{Type: wire.TypeTermClose, Session: ts.id})
 	}
 }
 
@@ -527,5 +529,5 @@ func truncate(s string, n int) string {
 
 // isTerm cheaply spots a terminal message (checked again when parsed).
 func isTerm(b []byte) bool {
-	return strings.Contains(string(b[:min(len(b), 64)]), `"type":"term_`)
+	return bytes.Contains(b[:min(len(b), 64)], []byte(`"type":"term_`))
 }
