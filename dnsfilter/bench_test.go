@@ -15,26 +15,10 @@ import (
 // BenchmarkHandleCached measures one cached query through the handler, with
 // the audit event written to a hash-chained file as in production.
 func BenchmarkHandleCached(b *testing.B) {
-	up := startUpstream(b)
-	p := mustPolicy(b, `
-dns:
-  answer: upstream
-  rate_limit: {requests_per_minute: 1000000000, burst_size: 1000000}
+	f := benchFilter(b, `
 domains:
   - domain: allowed.test
 `)
-	fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "dns.jsonl"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fs.Close()
-	sink := audit.NewQueue(fs, nil)
-	defer sink.Close()
-	f, err := New(Config{Policy: p, Upstreams: []netip.AddrPort{up.addr}, Audit: sink})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
 	m := new(dns.Msg)
 	m.SetQuestion("allowed.test.", dns.TypeA)
 	m.SetEdns0(1232, false)
@@ -54,26 +38,10 @@ domains:
 
 // BenchmarkFastPath measures a repeated query answered from a template.
 func BenchmarkFastPath(b *testing.B) {
-	up := startUpstream(b)
-	p := mustPolicy(b, `
-dns:
-  answer: upstream
-  rate_limit: {requests_per_minute: 1000000000, burst_size: 1000000}
+	f := benchFilter(b, `
 domains:
   - domain: allowed.test
 `)
-	fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "dns.jsonl"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fs.Close()
-	sink := audit.NewQueue(fs, nil)
-	defer sink.Close()
-	f, err := New(Config{Policy: p, Upstreams: []netip.AddrPort{up.addr}, Audit: sink})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
 	m := new(dns.Msg)
 	m.SetQuestion("allowed.test.", dns.TypeA)
 	m.SetEdns0(1232, false)
@@ -99,27 +67,11 @@ domains:
 // event. Its allocations are what the garbage collector has to keep up with
 // under a flood of distinct names.
 func BenchmarkHandleMiss(b *testing.B) {
-	up := startUpstream(b)
-	p := mustPolicy(b, `
-dns:
-  answer: upstream
-  rate_limit: {requests_per_minute: 1000000000, burst_size: 1000000}
+	f := benchFilter(b, `
   tunneling: {distinct_names_per_hour: -1}
 domains:
   - domain: "*.allowed.test"
 `)
-	fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "dns.jsonl"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fs.Close()
-	sink := audit.NewQueue(fs, nil)
-	defer sink.Close()
-	f, err := New(Config{Policy: p, Upstreams: []netip.AddrPort{up.addr}, Audit: sink})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
 	client := netip.MustParseAddr("127.0.0.1")
 	wires := make([][]byte, b.N)
 	for i := range wires {
@@ -143,26 +95,10 @@ domains:
 // are what makes the garbage collector run while a server only answers from
 // its cache.
 func BenchmarkServeUDPCached(b *testing.B) {
-	up := startUpstream(b)
-	p := mustPolicy(b, `
-dns:
-  answer: upstream
-  rate_limit: {requests_per_minute: 1000000000, burst_size: 1000000}
+	f := benchFilter(b, `
 domains:
   - domain: allowed.test
 `)
-	fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "dns.jsonl"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fs.Close()
-	sink := audit.NewQueue(fs, nil)
-	defer sink.Close()
-	f, err := New(Config{Policy: p, Upstreams: []netip.AddrPort{up.addr}, Audit: sink})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -193,4 +129,29 @@ domains:
 	for i := 0; i < b.N; i++ {
 		ask()
 	}
+}
+
+// benchFilter starts a filter for benchmarks, in upstream answer mode with
+// no rate limit, forwarding to a test upstream and writing its audit events
+// to a hash-chained file as in production; extra is YAML added under dns:
+// (indented) and after it.
+func benchFilter(b *testing.B, extra string) *Filter {
+	b.Helper()
+	up := startUpstream(b)
+	p := mustPolicy(b, "dns:\n  answer: upstream\n  rate_limit: {requests_per_minute: 1000000000, burst_size: 1000000}\n"+extra)
+	fs, err := audit.OpenFile(filepath.Join(b.TempDir(), "dns.jsonl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink := audit.NewQueue(fs, nil)
+	f, err := New(Config{Policy: p, Upstreams: []netip.AddrPort{up.addr}, Audit: sink})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		f.Close()
+		sink.Close()
+		fs.Close()
+	})
+	return f
 }
