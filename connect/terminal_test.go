@@ -402,7 +402,10 @@ func TestTerminalSlowBrowserDropsSessionNotStream(t *testing.T) {
 	cp := startCP(t, filepath.Join(dir, "cp"), "")
 	tpath, agentID, tok := cp.agent("acme")
 	ctl := &ptyCtl{}
-	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
+	// A burst of output delays the heartbeats' acknowledgements: the
+	// default test interval (200 ms, dead after 600 ms) is too tight
+	// under -race on a loaded machine.
+	d := startDP(t, connect.Config{Heartbeat: time.Second, URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
 	waitFor(t, "connected", 10*time.Second, d.c.Connected)
 	_, tk := cp.ticket(tpath, agentID, "")
 	slow, _ := cp.dialTerm(tpath, agentID, tk["ticket"].(string), cp.URL)

@@ -268,6 +268,7 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 	// whole stream. They end with the hub (the stream ends then anyway)
 	// or send's own timeout.
 	inDone := make(chan struct{})
+	streamGone := false // read after inDone is closed
 	go func() {
 		defer close(inDone)
 		for {
@@ -278,7 +279,11 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			if typ == websocket.MessageBinary {
 				for len(data) > 0 {
 					n := min(len(data), wire.MaxTermData)
-					if rctx.Err() != nil || a.send(a.h.ctx, &wire.Msg{Type: wire.TypeTermData, Session: ts.id, Data: data[:n]}) != nil {
+					if rctx.Err() != nil {
+						return
+					}
+					if a.send(a.h.ctx, &wire.Msg{Type: wire.TypeTermData, Session: ts.id, Data: data[:n]}) != nil {
+						streamGone = true
 						return
 					}
 					data = data[n:]
@@ -288,6 +293,7 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			var m browserMsg
 			if json.Unmarshal(data, &m) == nil && m.Type == "resize" && m.Cols > 0 && m.Rows > 0 && m.Cols <= 1000 && m.Rows <= 1000 {
 				if a.send(a.h.ctx, &wire.Msg{Type: wire.TypeTermResize, Session: ts.id, Cols: m.Cols, Rows: m.Rows}) != nil {
+					streamGone = true
 					return
 				}
 			}
@@ -345,6 +351,11 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			closeWith(websocket.StatusNormalClosure, "process exited")
 			return e.code, "exited"
 		case <-inDone:
+			if streamGone {
+				writeJSONMsg(browserMsg{Type: "error", Error: "agent_disconnected", Message: "the agent's connection to the control plane was lost"})
+				conn.Close(websocket.StatusNormalClosure, "agent_disconnected")
+				return nil, "agent_disconnected"
+			}
 			conn.CloseNow()
 			return nil, "browser closed"
 		case <-ctx.Done():
