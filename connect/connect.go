@@ -235,7 +235,9 @@ func (c *Client) Emit(e *audit.Event) {
 func (c *Client) Close() error { return c.spool.Close() }
 
 // Run keeps the connection up until ctx ends, reconnecting with
-// exponential backoff and jitter. ctl runs commands (nil: commands fail).
+// exponential backoff and jitter. ctl runs commands (nil: commands fail)
+// and, when it is also an Execer (the daemon is), the shells of the
+// control plane's web terminal (unless Config.NoTerminal).
 func (c *Client) Run(ctx context.Context, ctl Controller) error {
 	defer c.cmdWG.Wait()
 	backoff := c.cfg.BackoffMin
