@@ -16,9 +16,13 @@ import (
 	"github.com/cagent-dev/cagent/adminui"
 	"github.com/cagent-dev/cagent/connect"
 	"github.com/cagent-dev/cagent/control"
+	"github.com/cagent-dev/cagent/daemon"
 	"github.com/coder/websocket"
 	"github.com/creack/pty"
 )
+
+// The daemon, which cagent up hands to Run, serves terminals.
+var _ connect.Execer = (*daemon.Daemon)(nil)
 
 // ptyCtl is a controller whose Exec runs a real shell on a real pty (the
 // daemon runs it in the sandbox; the relay is the same).
