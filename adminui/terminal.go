@@ -5,19 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 
 	"github.com/cagent-dev/cagent/audit"
+	"github.com/cagent-dev/cagent/internal/webui"
 	"github.com/coder/websocket"
 )
 
-// Terminal protocol over one WebSocket:
-//   client -> server, binary: keyboard input for the pty
-//   client -> server, text:   {"type":"resize","cols":N,"rows":N}
-//   server -> client, binary: pty output
-//   server -> client, text:   {"type":"exit","code":N} or {"type":"error","message":"..."}
+// The terminal's protocol is described in package webui.
 
 type termControl struct {
 	Type string `json:"type"`
@@ -25,31 +19,8 @@ type termControl struct {
 	Rows uint16 `json:"rows"`
 }
 
-// wsOriginOK requires a same-origin Origin header. Browsers always send
-// one on WebSocket handshakes, and cookies ride along cross-site on
-// WebSockets regardless of CORS, so a missing Origin is refused too.
-func wsOriginOK(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		return false
-	}
-	u, err := url.Parse(o)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return false
-	}
-	return strings.EqualFold(u.Host, r.Host)
-}
-
-func parseDim(v string, def uint16) uint16 {
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 1000 {
-		return def
-	}
-	return uint16(n)
-}
-
 func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
-	if !wsOriginOK(r) {
+	if !webui.SameOriginWebSocket(r) {
 		s.emitAdmin(r, "terminal_open", audit.Deny, "bad websocket origin", map[string]string{"origin": r.Header.Get("Origin")})
 		writeError(w, http.StatusForbidden, "bad_origin", "WebSocket from another origin refused")
 		return
@@ -61,7 +32,7 @@ func (s *Server) terminal(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, "csrf", "missing or wrong csrf parameter")
 		return
 	}
-	cols, rows := parseDim(r.URL.Query().Get("cols"), 80), parseDim(r.URL.Query().Get("rows"), 24)
+	cols, rows := webui.TerminalSize(r.URL.Query().Get("cols"), 80), webui.TerminalSize(r.URL.Query().Get("rows"), 24)
 	release, ok := s.acquireStream(w)
 	if !ok {
 		return

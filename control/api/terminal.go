@@ -10,13 +10,12 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/cagent-dev/cagent/connect/wire"
 	"github.com/cagent-dev/cagent/control/store"
+	"github.com/cagent-dev/cagent/internal/webui"
 	"github.com/coder/websocket"
 )
 
@@ -128,29 +127,6 @@ func (s *Server) redeem(tk, tenantID, agentID string) (termTicket, bool) {
 	return t, true
 }
 
-// wsOriginOK requires a same-origin Origin header: browsers always send
-// one on WebSocket handshakes, and a page elsewhere must not drive a
-// terminal with a ticket it obtained or guessed.
-func wsOriginOK(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		return false
-	}
-	u, err := url.Parse(o)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return false
-	}
-	return strings.EqualFold(u.Host, r.Host)
-}
-
-func parseDim(v string, def uint16) uint16 {
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > 1000 {
-		return def
-	}
-	return uint16(n)
-}
-
 var errTicket = errf(http.StatusUnauthorized, "unauthorized", "missing, invalid, expired or already used terminal ticket")
 
 // TerminalHandler serves GET /api/v1/tenants/{tenant}/agents/{agent}/terminal.
@@ -160,7 +136,7 @@ func (s *Server) TerminalHandler(h *Hub) http.Handler {
 		w.Header().Set("X-Request-Id", c.rid)
 		w.Header().Set("Cache-Control", "no-store")
 		tenantID, agentID := r.PathValue("tenant"), r.PathValue("agent")
-		if !wsOriginOK(r) {
+		if !webui.SameOriginWebSocket(r) {
 			c.fail(errf(http.StatusForbidden, "bad_origin", "WebSocket from another origin refused"))
 			return
 		}
@@ -190,7 +166,7 @@ func (s *Server) TerminalHandler(h *Hub) http.Handler {
 			c.fail(err)
 			return
 		}
-		cols, rows := parseDim(r.URL.Query().Get("cols"), 80), parseDim(r.URL.Query().Get("rows"), 24)
+		cols, rows := webui.TerminalSize(r.URL.Query().Get("cols"), 80), webui.TerminalSize(r.URL.Query().Get("rows"), 24)
 		ts, err := h.openTerminal(tenantID, agentID, cols, rows)
 		if err != nil {
 			c.fail(err)
