@@ -19,13 +19,14 @@ import (
 	"github.com/cagent-dev/cagent/internal/fakeinet"
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/internal/testutil/browsertest"
+	"github.com/cagent-dev/cagent/sandbox/firewall/firewalltest"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.Cleanup(firewalltest.Exit)) }
 
 type syncBuf struct {
 	mu sync.Mutex
