@@ -20,8 +20,6 @@ import (
 	"github.com/cagent-dev/cagent/internal/testutil"
 	"github.com/cagent-dev/cagent/internal/testutil/browsertest"
 	"github.com/cagent-dev/cagent/sandbox/firewall/firewalltest"
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"go.uber.org/goleak"
 )
@@ -122,27 +120,9 @@ func curl(t *testing.T, d *daemon.Daemon, url string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// typeLine types a line into the terminal. SendKeys would send each
-// character twice to xterm.js (key and char events), so the text is
-// inserted as IME input and Enter is a bare key press.
+// typeLine types a line into the page's terminal.
 func typeLine(line string) chromedp.Action[chromedp.Void] {
-	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		sel := chromedp.CSS("#term-host .xterm-helper-textarea")
-		if err := chromedp.Do(ctx, chromedp.Focus(sel)); err != nil {
-			return chromedp.Void{}, err
-		}
-		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: line}); err != nil {
-			return chromedp.Void{}, err
-		}
-		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
-			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{
-				Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
-			}); err != nil {
-				return chromedp.Void{}, err
-			}
-		}
-		return chromedp.Void{}, nil
-	}
+	return browsertest.TypeLine("#term-host .xterm-helper-textarea", line)
 }
 
 // TestBrowserMainFlow: in real headless Chromium, a super admin creates a

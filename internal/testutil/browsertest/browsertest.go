@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cagent-dev/cagent/internal/testutil"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 )
 
@@ -147,5 +149,28 @@ func (p *Page) WaitJS(what, expr string, d time.Duration) {
 			p.failed(what, "waiting for %s: last result %v, %v", what, ok, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TypeLine types a line into the xterm.js terminal whose helper textarea
+// sel selects. SendKeys would send each character twice to xterm.js (key
+// and char events), so the text is inserted as IME input and Enter is a
+// bare key press.
+func TypeLine(sel, line string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		if err := chromedp.Do(ctx, chromedp.Focus(chromedp.CSS(sel))); err != nil {
+			return chromedp.Void{}, err
+		}
+		if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: line}); err != nil {
+			return chromedp.Void{}, err
+		}
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeRawKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, input.DispatchKeyEventParams{
+				Type: typ, Key: "Enter", Code: "Enter", WindowsVirtualKeyCode: 13, NativeVirtualKeyCode: 13,
+			}); err != nil {
+				return chromedp.Void{}, err
+			}
+		}
+		return chromedp.Void{}, nil
 	}
 }
