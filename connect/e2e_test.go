@@ -139,8 +139,8 @@ func TestConnectedDaemonEnforcesControlPlaneChanges(t *testing.T) {
 		t.Logf("control-plane change enforced by the %s: min %v median %v max %v (n=%d)", l.name, l.v[0], l.v[len(l.v)/2], l.v[len(l.v)-1], len(l.v))
 		// The target is 1 s; a single slow probe on a loaded machine (the
 		// probe's own process start) gets twice that.
-		if med, worst := l.v[len(l.v)/2], l.v[len(l.v)-1]; med > time.Second || worst > 2*time.Second {
-			t.Errorf("%s: median %v, worst %v (target 1 s)", l.name, med, worst)
+		if med, worst := l.v[len(l.v)/2], l.v[len(l.v)-1]; med > latencyLimit(time.Second) || worst > latencyLimit(2*time.Second) {
+			t.Errorf("%s: median %v, worst %v (target 1 s; limit %v)", l.name, med, worst, latencyLimit(time.Second))
 		}
 	}
 

@@ -169,3 +169,15 @@ func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// latencyLimit is the bound a change-to-enforcement latency is held to:
+// the target itself when CAGENT_LATENCY_TARGETS=1 (how docs/benchmarks.md
+// measures it), and five times it otherwise, so that a loaded CI machine
+// still proves a change arrives promptly without failing on the machine's
+// scheduling. Speed targets are for the benchmark, not for every test run.
+func latencyLimit(target time.Duration) time.Duration {
+	if os.Getenv("CAGENT_LATENCY_TARGETS") == "1" {
+		return target
+	}
+	return 5 * target
+}
