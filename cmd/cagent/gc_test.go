@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/cagent-dev/cagent/internal/testutil"
 )
 
 // TestCagentHelper runs the cagent command line given in CAGENT_HELPER_ARGS
@@ -27,11 +25,7 @@ func TestCagentHelper(t *testing.T) {
 // cannot remove its one-off agent directory on /dev/shm; `cagent gc` does,
 // and leaves a live run's directory alone.
 func TestGCRemovesOneOffDirOfKilledRun(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc")
-	dir := t.TempDir()
-	pol := filepath.Join(dir, "p.yaml")
-	os.WriteFile(pol, []byte("dns:\n  upstream: [127.0.0.77:5300]\ndomains:\n  - domain: example.test\n"), 0o644)
+	dir, pol := runcPolicy(t)
 	state := filepath.Join(dir, "state")
 	args := []string{"run", "--config", pol, "--state-dir", state, "--runtime", "runc", "--", "/bin/sleep", "60"}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCagentHelper$")

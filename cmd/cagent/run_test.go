@@ -50,13 +50,7 @@ func TestRunCommandErrors(t *testing.T) {
 }
 
 func TestRunCommand(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc")
-	dir := t.TempDir()
-	pol := filepath.Join(dir, "p.yaml")
-	// The DNS upstream is a loopback address nothing listens on: the
-	// command makes no lookups, and nothing may query the host's resolver.
-	os.WriteFile(pol, []byte("dns:\n  upstream: [127.0.0.77:5300]\ndomains:\n  - domain: example.test\n"), 0o644)
+	dir, pol := runcPolicy(t)
 	ws := filepath.Join(dir, "ws")
 	state := filepath.Join(dir, "state")
 	t.Run("workspace missing", func(t *testing.T) {
@@ -103,11 +97,7 @@ func TestRunCommand(t *testing.T) {
 // TestRunConcurrent: unnamed runs can overlap; two runs of one --agent
 // cannot (the second fails clearly rather than breaking the audit chain).
 func TestRunConcurrent(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "runc")
-	dir := t.TempDir()
-	pol := filepath.Join(dir, "p.yaml")
-	os.WriteFile(pol, []byte("dns:\n  upstream: [127.0.0.77:5300]\ndomains:\n  - domain: example.test\n"), 0o644)
+	dir, pol := runcPolicy(t)
 	state := filepath.Join(dir, "state")
 	run := func(agent string, errs chan<- error) {
 		args := []string{"run", "--config", pol, "--state-dir", state, "--runtime", "runc"}
@@ -142,4 +132,20 @@ func TestRunConcurrent(t *testing.T) {
 			t.Errorf("audit verify %s: %v %s", f, err, out)
 		}
 	}
+}
+
+// runcPolicy skips unless root with runc, and writes a policy whose DNS
+// upstream is a loopback address nothing listens on: the commands make no
+// lookups, and nothing may query the host's resolver. It returns the test's
+// directory and the policy's path.
+func runcPolicy(t *testing.T) (dir, pol string) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "runc")
+	dir = t.TempDir()
+	pol = filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(pol, []byte("dns:\n  upstream: [127.0.0.77:5300]\ndomains:\n  - domain: example.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, pol
 }
