@@ -105,6 +105,27 @@ func (c *cp) ticket(tpath, agentID, token string) (int, map[string]any) {
 	return c.do("POST", tpath+"/agents/"+agentID+"/terminal/ticket", token, nil)
 }
 
+// ptyDataPlane connects a data plane whose sandbox is a real shell on a
+// pty to cp; cfg's URL, token and directories are filled in.
+func ptyDataPlane(t *testing.T, cp *cp, dir, tok string, cfg connect.Config) (*dp, *ptyCtl) {
+	t.Helper()
+	cfg.URL, cfg.Token = cp.URL, tok
+	cfg.BasePath, cfg.StateDir = writeBase(t, dir, base), filepath.Join(dir, "dp")
+	ctl := &ptyCtl{}
+	d := startDP(t, cfg, ctl)
+	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	return d, ctl
+}
+
+// openShell opens a terminal to agentID with a ticket of the tenant's
+// admin token.
+func (c *cp) openShell(tpath, agentID string) *termClient {
+	c.t.Helper()
+	_, tk := c.ticket(tpath, agentID, "")
+	tc, _ := c.dialTerm(tpath, agentID, tk["ticket"].(string), c.URL)
+	return tc
+}
+
 // dialTerm opens the WebSocket; it returns the handshake's status when
 // refused.
 func (c *cp) dialTerm(tpath, agentID, ticket, origin string) (*termClient, int) {
@@ -200,9 +221,7 @@ func TestTerminalThroughControlPlane(t *testing.T) {
 	cp := startCP(t, filepath.Join(dir, "cp"), "")
 	tpath, agentID, tok := cp.agent("acme")
 	devID, dev := newToken(t, cp, tpath, "dev")
-	ctl := &ptyCtl{}
-	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
-	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	_, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{})
 
 	code, tk := cp.ticket(tpath, agentID, dev)
 	if code != http.StatusCreated || tk["ticket"] == "" || !strings.HasSuffix(tk["path"].(string), "/agents/"+agentID+"/terminal") {
@@ -282,9 +301,7 @@ func TestTerminalRefused(t *testing.T) {
 	_, otherAdmin := newToken(t, cp, otherPath, "admin")
 	// A second agent of acme, never connected.
 	idle := cp.must("POST", tpath+"/agents", map[string]any{"name": "idle"})["id"].(string)
-	ctl := &ptyCtl{}
-	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp"), Now: clock.Now}, ctl)
-	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	d, _ := ptyDataPlane(t, cp, dir, tok, connect.Config{Now: clock.Now})
 
 	for _, tc := range []struct {
 		name, path, agent, token string
@@ -362,9 +379,7 @@ func TestTerminalDisabledOnDataPlane(t *testing.T) {
 	dir := t.TempDir()
 	cp := startCP(t, filepath.Join(dir, "cp"), "")
 	tpath, agentID, tok := cp.agent("acme")
-	ctl := &ptyCtl{}
-	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp"), NoTerminal: true}, ctl)
-	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	_, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{NoTerminal: true})
 	_, tk := cp.ticket(tpath, agentID, "")
 	tc, st := cp.dialTerm(tpath, agentID, tk["ticket"].(string), cp.URL)
 	if st != http.StatusSwitchingProtocols {
@@ -384,11 +399,8 @@ func TestTerminalEndsWithStream(t *testing.T) {
 	dir := t.TempDir()
 	cp := startCP(t, filepath.Join(dir, "cp"), "")
 	tpath, agentID, tok := cp.agent("acme")
-	ctl := &ptyCtl{}
-	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
-	waitFor(t, "connected", 10*time.Second, d.c.Connected)
-	_, tk := cp.ticket(tpath, agentID, "")
-	tc, _ := cp.dialTerm(tpath, agentID, tk["ticket"].(string), cp.URL)
+	d, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{})
+	tc := cp.openShell(tpath, agentID)
 	tc.send("echo up-$((1+1))\n")
 	tc.until("up-2")
 	d.stop()
@@ -405,12 +417,10 @@ func TestTerminalSlowBrowserDropsSessionNotStream(t *testing.T) {
 	dir := t.TempDir()
 	cp := startCP(t, filepath.Join(dir, "cp"), "")
 	tpath, agentID, tok := cp.agent("acme")
-	ctl := &ptyCtl{}
 	// A burst of output delays the heartbeats' acknowledgements: the
 	// default test interval (200 ms, dead after 600 ms) is too tight
 	// under -race on a loaded machine.
-	d := startDP(t, connect.Config{Heartbeat: time.Second, URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
-	waitFor(t, "connected", 10*time.Second, d.c.Connected)
+	d, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{Heartbeat: time.Second})
 	_, tk := cp.ticket(tpath, agentID, "")
 	slow, _ := cp.dialTerm(tpath, agentID, tk["ticket"].(string), cp.URL)
 	slow.send("yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n")
@@ -445,11 +455,8 @@ func TestTerminalControlPlaneShutdown(t *testing.T) {
 	dir := t.TempDir()
 	cp := startCP(t, filepath.Join(dir, "cp"), "")
 	tpath, agentID, tok := cp.agent("acme")
-	ctl := &ptyCtl{}
-	d := startDP(t, connect.Config{URL: cp.URL, Token: tok, BasePath: writeBase(t, dir, base), StateDir: filepath.Join(dir, "dp")}, ctl)
-	waitFor(t, "connected", 10*time.Second, d.c.Connected)
-	_, tk := cp.ticket(tpath, agentID, "")
-	tc, _ := cp.dialTerm(tpath, agentID, tk["ticket"].(string), cp.URL)
+	d, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{})
+	tc := cp.openShell(tpath, agentID)
 	tc.send("echo up-$((1+1))\n")
 	tc.until("up-2")
 	start := time.Now()
