@@ -319,14 +319,23 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			}
 			e := ts.result()
 			if e.errCode != "" {
+				code := websocket.StatusNormalClosure
+				if e.errCode == "shutting_down" {
+					code = websocket.StatusGoingAway
+				}
 				writeJSONMsg(browserMsg{Type: "error", Error: e.errCode, Message: e.msg})
-				closeWith(websocket.StatusNormalClosure, e.errCode)
+				closeWith(code, e.errCode)
 				return e.code, e.errCode
 			}
 			writeJSONMsg(browserMsg{Type: "exit", Code: e.code, Message: e.msg})
 			closeWith(websocket.StatusNormalClosure, "process exited")
 			return e.code, "exited"
 		case <-inDone:
+			if streamGone && h.ctx.Err() != nil {
+				writeJSONMsg(browserMsg{Type: "error", Error: "shutting_down", Message: "the control plane is shutting down"})
+				conn.Close(websocket.StatusGoingAway, "control plane shutting down")
+				return nil, "control plane shutting down"
+			}
 			if streamGone {
 				writeJSONMsg(browserMsg{Type: "error", Error: "agent_disconnected", Message: "the agent's connection to the control plane was lost"})
 				conn.Close(websocket.StatusNormalClosure, "agent_disconnected")
@@ -457,8 +466,14 @@ func (a *agentStream) endTerms() {
 	ts := a.terms
 	a.terms = nil
 	a.tmu.Unlock()
+	// When the control plane itself is stopping, say so: the browser's
+	// handler may see the session end before it sees the shutdown.
+	end := termEnd{errCode: "agent_disconnected", msg: "the agent's connection to the control plane was lost"}
+	if a.h.ctx.Err() != nil {
+		end = termEnd{errCode: "shutting_down", msg: "the control plane is shutting down"}
+	}
 	for _, t := range ts {
-		t.finish(termEnd{errCode: "agent_disconnected", msg: "the agent's connection to the control plane was lost"})
+		t.finish(end)
 	}
 }
 
