@@ -6,8 +6,11 @@ import (
 )
 
 // queueLen bounds the events waiting for the writer; when it is full Emit
-// waits, so no event is ever dropped.
-const queueLen = 4096
+// waits, so no event is ever dropped. Events are queued by value (~400
+// bytes each) and over time every slot is touched, so this is resident
+// memory: 1024 slots are 400 KiB, two full batches of headroom while one
+// is being written.
+const queueLen = 1024
 
 // maxBatch bounds the events written with one write.
 const maxBatch = 512

@@ -14,6 +14,7 @@
 # cached throughput (DUR s, 64 outstanding), RSS, uncached flood (DUR s,
 # unique names), peak RSS (VmHWM) and anonymous RSS, and GC cycles (from
 # GODEBUG=gctrace=1, which every variant gets unless its ENV sets GODEBUG).
+# FLOOD_FIRST=1: a cached throughput run per peer before the latency rounds.
 # The servers are pinned to SERVER_CPU (0), dnsperf to CLIENT_CPU (1).
 set -euo pipefail
 
@@ -100,6 +101,12 @@ run() { # peer kind(lat|qps) file -> appends samples for lat; sets R[peer.kind.q
 hz=$(getconf CLK_TCK)
 us() { awk -v t="${1:-0}" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "-" }'; }
 
+# FLOOD_FIRST=1 floods each peer with cached queries before the latency
+# rounds, in the order bench/dns/run.sh uses (its throughput phase comes
+# first), so a variant's tail after a flood can be compared too.
+if [ "${FLOOD_FIRST:-0}" = 1 ]; then
+  for peer in "${PEERS[@]}"; do run "$peer" qps "$WORK/cached.txt" flood; done
+fi
 for peer in "${PEERS[@]}"; do : >"$WORK/lat-$peer"; : >"$WORK/rp99-$peer"; R[$peer.gc0]=$(gcs "$peer"); done
 for ((r = 0; r < ROUNDS; r++)); do
   for peer in "${PEERS[@]}"; do run "$peer" lat "$WORK/cached.txt" clat; done
