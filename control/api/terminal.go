@@ -44,9 +44,14 @@ const (
 	// maxTicketsPerToken those of one token.
 	maxTickets         = 10000
 	maxTicketsPerToken = 16
-	// termQueue bounds the output messages queued for one browser; a
-	// browser further behind is disconnected, never the agent's stream.
-	termQueue = 64
+	// termQueueBytes bounds the output queued for one browser; a browser
+	// further behind is disconnected, never the agent's stream. Queued
+	// output is sent in one message, so bursts of small reads (a shell
+	// loop's lines) take bytes, not message slots.
+	termQueueBytes = 1 << 20
+	// termMessageBytes bounds one output message to the browser (within
+	// the 32 KiB a WebSocket client reads by default, e.g. coder/websocket).
+	termMessageBytes = 32 << 10
 	// termOpenTimeout: the data plane must acknowledge term_open within.
 	termOpenTimeout = 15 * time.Second
 	// termReadLimit bounds one browser message.
@@ -286,8 +291,8 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 	opened := ts.opened
 	for {
 		select {
-		case b := <-ts.out:
-			if write(websocket.MessageBinary, b, 30*time.Second) != nil {
+		case <-ts.outReady:
+			if write(websocket.MessageBinary, ts.take(), 30*time.Second) != nil {
 				closeWith(websocket.StatusGoingAway, "")
 				return nil, "browser too slow or gone"
 			}
@@ -306,15 +311,9 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 			return nil, "control plane shutting down"
 		case <-ts.done:
 			// Output queued before the end goes first.
-		drain:
-			for {
-				select {
-				case b := <-ts.out:
-					if write(websocket.MessageBinary, b, 5*time.Second) != nil {
-						break drain
-					}
-				default:
-					break drain
+			for b := ts.take(); len(b) > 0; b = ts.take() {
+				if write(websocket.MessageBinary, b, 5*time.Second) != nil {
+					break
 				}
 			}
 			e := ts.result()
@@ -356,7 +355,9 @@ func (s *Server) relayTerminal(ctx context.Context, h *Hub, conn *websocket.Conn
 type termSession struct {
 	id       string
 	stream   *agentStream
-	out      chan []byte   // output for the browser
+	outMu    sync.Mutex
+	outBuf   []byte        // output for the browser, not yet sent
+	outReady chan struct{} // cap 1: outBuf became non-empty
 	opened   chan struct{} // closed on term_opened
 	done     chan struct{} // closed when the session ended on the data plane's side
 	once     sync.Once
@@ -379,6 +380,43 @@ func (t *termSession) finish(e termEnd) {
 		t.mu.Unlock()
 		close(t.done)
 	})
+}
+
+// queue adds output for the browser; false means the browser is too far
+// behind (termQueueBytes) and nothing was added.
+func (t *termSession) queue(b []byte) bool {
+	t.outMu.Lock()
+	defer t.outMu.Unlock()
+	if len(t.outBuf)+len(b) > termQueueBytes {
+		return false
+	}
+	wasEmpty := len(t.outBuf) == 0
+	t.outBuf = append(t.outBuf, b...)
+	if wasEmpty {
+		select {
+		case t.outReady <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// take removes and returns up to termMessageBytes of queued output (nil
+// if none); if more is left, outReady is signalled again.
+func (t *termSession) take() []byte {
+	t.outMu.Lock()
+	defer t.outMu.Unlock()
+	b := t.outBuf
+	if len(b) <= termMessageBytes {
+		t.outBuf = nil
+		return b
+	}
+	t.outBuf = t.outBuf[termMessageBytes:len(t.outBuf):len(t.outBuf)]
+	select {
+	case t.outReady <- struct{}{}:
+	default:
+	}
+	return b[:termMessageBytes:termMessageBytes]
 }
 
 func (t *termSession) result() termEnd {
@@ -422,7 +460,7 @@ func (h *Hub) openTerminal(tenantID, agentID string, cols, rows uint16) (*termSe
 	a := best.stream.Load()
 	b := make([]byte, 12)
 	rand.Read(b)
-	ts := &termSession{id: base64.RawURLEncoding.EncodeToString(b), stream: a, out: make(chan []byte, termQueue),
+	ts := &termSession{id: base64.RawURLEncoding.EncodeToString(b), stream: a, outReady: make(chan struct{}, 1),
 		opened: make(chan struct{}), done: make(chan struct{})}
 	a.tmu.Lock()
 	if a.tclosed {
@@ -501,9 +539,7 @@ func (a *agentStream) termMsg(ctx context.Context, m *wire.Msg) (handled bool, e
 		if len(m.Data) == 0 {
 			return true, nil
 		}
-		select {
-		case ts.out <- m.Data:
-		default:
+		if !ts.queue(m.Data) {
 			// The browser does not keep up: drop the session, not the
 			// stream (which carries the agent's policy and logs).
 			a.s.log.Warn("terminal output queue full; closing the session", "tenant", a.c.p.TenantID, "agent", a.c.p.AgentID, "session", ts.id)
