@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -27,27 +26,7 @@ func (p *Proxy) record(ev *audit.Event, key string) {
 		level = slog.LevelWarn
 	}
 	// One line per decision, always the same field names.
-	p.log.LogAttrs(context.Background(), level, "egress",
-		slog.String("type", ev.Type),
-		slog.String("decision", ev.Decision),
-		slog.String("error", ev.Error),
-		slog.String("rule", ev.Rule),
-		slog.String("agent", ev.Agent),
-		slog.String("client", ev.Client),
-		slog.String("method", ev.Method),
-		slog.String("scheme", ev.Scheme),
-		slog.String("host", ev.Host),
-		slog.Int("port", ev.Port),
-		slog.String("path", ev.Path),
-		slog.Int("status", ev.Status),
-		slog.Int64("bytes_up", ev.BytesUp),
-		slog.Int64("bytes_down", ev.BytesDown),
-		slog.Int64("duration_ms", ev.DurationMS),
-		slog.Bool("intercepted", ev.Intercepted),
-		slog.String("credential", ev.Credential),
-		slog.String("upstream", ev.Upstream),
-		slog.String("reason", ev.Reason),
-	)
+	logEgress(p.log, level, ev)
 	p.cfg.Audit.Emit(ev)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -95,6 +96,10 @@ func Run(ctx context.Context, rc RunConfig) error {
 	logOut := newAsyncWriter(rc.Stderr)
 	defer logOut.Close()
 	logger := service.Logger(rc.LogFormat, logOut)
+	if rc.LogFormat != "json" {
+		// The same text handler, with a fast path for the egress line.
+		logger = slog.New(newLineHandler(logOut))
+	}
 	if err := os.MkdirAll(rc.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}

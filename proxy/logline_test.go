@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cagent-dev/cagent/audit"
+)
+
+// slogLine is what slog.TextHandler writes for the egress line at t.
+func slogLine(t *testing.T, at time.Time, level slog.Level, ev *audit.Event) string {
+	t.Helper()
+	var buf bytes.Buffer
+	r := slog.NewRecord(at, level, "egress", 0)
+	r.AddAttrs(egressAttrs(ev)...)
+	if err := slog.NewTextHandler(&buf, nil).Handle(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+// The fast path must write exactly slog's bytes: agent-chosen fields (path,
+// method, host) are quoted by the same rules, so no line can be forged.
+func TestEgressLineMatchesSlog(t *testing.T) {
+	tricky := []string{
+		"", " ", "=", `"`, `\`, `a\b`, "plain", "/p/a/t/h", "a b", "a=b", "x\ny", "x\r\ny", "\t",
+		"\x00", "\x1f", "\x7f", "caf\u00e9", "\u2028", "\u00a0", "\ufffd", "\xff", "a\xc3", "\u200b",
+		"level=ERROR msg=forged", "😀", "%41%0a", "ip_ranges 127.0.0.1/32", "[::1]:80",
+	}
+	times := []time.Time{
+		time.Date(2026, 11, 25, 15, 9, 47, 18_000_000, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 999_999_999, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("X", -7*3600-1800)),
+		time.Now(), // local zone, monotonic reading
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func() string {
+		if rng.IntN(4) == 0 {
+			b := make([]byte, rng.IntN(12))
+			for i := range b {
+				b[i] = byte(rng.IntN(256))
+			}
+			return string(b)
+		}
+		return tricky[rng.IntN(len(tricky))]
+	}
+	for i := range 3000 {
+		ev := &audit.Event{
+			Type: pick(), Decision: pick(), Error: pick(), Rule: pick(), Agent: pick(), Client: pick(),
+			Method: pick(), Scheme: pick(), Host: pick(), Port: rng.IntN(70000) - 10, Path: pick(),
+			Status: rng.IntN(600), BytesUp: rng.Int64() - rng.Int64(), BytesDown: rng.Int64N(1 << 40),
+			DurationMS: rng.Int64N(1e6), Intercepted: rng.IntN(2) == 0, Credential: pick(),
+			Upstream: pick(), Reason: pick(),
+		}
+		if i < len(tricky) {
+			ev.Path = tricky[i] // every tricky string at least once
+		}
+		at := times[i%len(times)]
+		level := []slog.Level{slog.LevelInfo, slog.LevelWarn}[i%2]
+		want := slogLine(t, at, level, ev)
+		if got := string(appendEgressLine(nil, at, level, ev)); got != want {
+			t.Fatalf("event %+v:\n got %q\nwant %q", ev, got, want)
+		}
+	}
+}
+
+func TestLogEgress(t *testing.T) {
+	ev := &audit.Event{Type: "http", Decision: "allow", Path: "/a b", Port: 80, Status: 200}
+	tests := []struct {
+		name  string
+		log   func(*bytes.Buffer) *slog.Logger
+		level slog.Level
+		want  string // the line after its time field; "" for none
+	}{
+		{"fast path", func(b *bytes.Buffer) *slog.Logger { return slog.New(newLineHandler(b)) }, slog.LevelInfo,
+			`level=INFO msg=egress type=http decision=allow error="" rule="" agent="" client="" method="" scheme="" host="" port=80 path="/a b" status=200 bytes_up=0 bytes_down=0 duration_ms=0 intercepted=false credential="" upstream="" reason=""`},
+		{"derived logger falls back to slog", func(b *bytes.Buffer) *slog.Logger { return slog.New(newLineHandler(b)).With("c", "d") }, slog.LevelWarn,
+			`level=WARN msg=egress c=d type=http decision=allow`},
+		{"below the handler's level", func(b *bytes.Buffer) *slog.Logger {
+			return slog.New(&lineHandler{TextHandler: slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelWarn}), w: b})
+		}, slog.LevelInfo, ""},
+		{"json", func(b *bytes.Buffer) *slog.Logger { return slog.New(slog.NewJSONHandler(b, nil)) }, slog.LevelInfo,
+			`"level":"INFO","msg":"egress","type":"http"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			logEgress(tt.log(&buf), tt.level, ev)
+			out := buf.String()
+			if tt.want == "" {
+				if out != "" {
+					t.Fatalf("logged %q", out)
+				}
+				return
+			}
+			if strings.Count(out, "\n") != 1 || !strings.Contains(out, tt.want) {
+				t.Fatalf("got %q, want one line containing %q", out, tt.want)
+			}
+		})
+	}
+}
