@@ -125,13 +125,9 @@ func appendEgressLine(b []byte, t time.Time, level slog.Level, ev *audit.Event) 
 }
 
 // appendRFC3339Millis is slog's time format: RFC 3339 with exactly three
-// digits of milliseconds.
+// digits of milliseconds (truncated, not rounded).
 func appendRFC3339Millis(b []byte, t time.Time) []byte {
-	const prefixLen = len("2006-01-02T15:04:05.000")
-	n := len(b)
-	t = t.Truncate(time.Millisecond).Add(time.Millisecond / 10)
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b[:n+prefixLen], b[n+prefixLen+1:]...) // drop the 4th digit
+	return t.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 }
 
 // appendTextString appends s as slog's TextHandler does: quoted (Go
