@@ -45,9 +45,9 @@ const (
 	maxTickets         = 10000
 	maxTicketsPerToken = 16
 	// termQueueBytes bounds the output queued for one browser; a browser
-	// further behind is disconnected, never the agent's stream. Queued
-	// output is sent in one message, so bursts of small reads (a shell
-	// loop's lines) take bytes, not message slots.
+	// further behind is disconnected, never the agent's stream. What has
+	// queued goes out together (in messages of up to termMessageBytes), so
+	// bursts of small reads (a shell loop's lines) take bytes, not slots.
 	termQueueBytes = 1 << 20
 	// termMessageBytes bounds one output message to the browser (within
 	// the 32 KiB a WebSocket client reads by default, e.g. coder/websocket).
