@@ -127,6 +127,15 @@ func serveKeepAlive(body string) func(c *rawConn) {
 	}
 }
 
+// serveOnce answers one request with resp, byte for byte, and stops.
+func serveOnce(resp string) func(c *rawConn) {
+	return func(c *rawConn) {
+		if _, _, err := c.readRequest(); err == nil {
+			io.WriteString(c, resp)
+		}
+	}
+}
+
 const rawPolicy = "domains:\n  - domain: raw.test\n    ports: [{RAW}]\n    allow_private: true\n"
 
 // countingServer is an httptest server that counts the connections it accepted.
@@ -295,11 +304,7 @@ func TestForwardTruncatedResponse(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			u := startRaw(t, func(c *rawConn) {
-				if _, _, err := c.readRequest(); err == nil {
-					io.WriteString(c, tc.resp)
-				}
-			})
+			u := startRaw(t, serveOnce(tc.resp))
 			e := newEnv(t, withPort(rawPolicy, u.port))
 			// Either the connection ends before the (buffered) header went
 			// out, or in the middle of the body: never a clean response.
@@ -371,11 +376,7 @@ func TestForwardGarbageResponse(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			u := startRaw(t, func(c *rawConn) {
-				if _, _, err := c.readRequest(); err == nil {
-					io.WriteString(c, tc.resp)
-				}
-			})
+			u := startRaw(t, serveOnce(tc.resp))
 			e := newEnv(t, withPort(rawPolicy, u.port))
 			resp, err := e.client().Get(fmt.Sprintf("http://raw.test:%d/", u.port))
 			if err != nil {
@@ -406,11 +407,7 @@ func TestForwardGarbageResponse(t *testing.T) {
 // and the upstream never sees a non-idempotent request twice.
 func TestForwardStaleConnection(t *testing.T) {
 	// Answers one request per connection, then closes it without saying so.
-	u := startRaw(t, func(c *rawConn) {
-		if _, _, err := c.readRequest(); err == nil {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-	})
+	u := startRaw(t, serveOnce("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 	e := newEnv(t, withPort(rawPolicy, u.port))
 	base := fmt.Sprintf("http://raw.test:%d/", u.port)
 	do := func(method, path string, body io.Reader) int {
@@ -645,11 +642,7 @@ func TestForwardClientGone(t *testing.T) {
 // request or per upstream connection; once clients and pools are closed,
 // nothing is left behind, including after aborted and failed requests.
 func TestForwardNoGoroutinesLeft(t *testing.T) {
-	trunc := startRaw(t, func(c *rawConn) {
-		if _, _, err := c.readRequest(); err == nil {
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
-		}
-	})
+	trunc := startRaw(t, serveOnce("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"))
 	e := newEnv(t, withPort(basicPolicy+"  - domain: raw.test\n    ports: [{RAW}]\n    allow_private: true\n", trunc.port))
 	ignore := goleak.IgnoreCurrent()
 	func() {
