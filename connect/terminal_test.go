@@ -117,6 +117,20 @@ func ptyDataPlane(t *testing.T, cp *cp, dir, tok string, cfg connect.Config) (*d
 	return d, ctl
 }
 
+// runningShell starts a control plane and a pty data plane for one agent
+// and returns a terminal to it whose shell has answered.
+func runningShell(t *testing.T) (*cp, *dp, *ptyCtl, *termClient) {
+	t.Helper()
+	dir := t.TempDir()
+	cp := startCP(t, filepath.Join(dir, "cp"), "")
+	tpath, agentID, tok := cp.agent("acme")
+	d, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{})
+	tc := cp.openShell(tpath, agentID)
+	tc.send("echo up-$((1+1))\n")
+	tc.until("up-2")
+	return cp, d, ctl, tc
+}
+
 // openShell opens a terminal to agentID with a ticket of the tenant's
 // admin token.
 func (c *cp) openShell(tpath, agentID string) *termClient {
@@ -396,13 +410,7 @@ func TestTerminalDisabledOnDataPlane(t *testing.T) {
 
 // Losing the stream kills the shell, and the browser is told.
 func TestTerminalEndsWithStream(t *testing.T) {
-	dir := t.TempDir()
-	cp := startCP(t, filepath.Join(dir, "cp"), "")
-	tpath, agentID, tok := cp.agent("acme")
-	d, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{})
-	tc := cp.openShell(tpath, agentID)
-	tc.send("echo up-$((1+1))\n")
-	tc.until("up-2")
+	_, d, ctl, tc := runningShell(t)
 	d.stop()
 	m := tc.until("")
 	if m["type"] != "error" || m["error"] != "agent_disconnected" {
@@ -452,13 +460,7 @@ func TestTerminalSlowBrowserDropsSessionNotStream(t *testing.T) {
 // Stopping the control plane ends open terminals cleanly (and goleak
 // checks nothing is left behind).
 func TestTerminalControlPlaneShutdown(t *testing.T) {
-	dir := t.TempDir()
-	cp := startCP(t, filepath.Join(dir, "cp"), "")
-	tpath, agentID, tok := cp.agent("acme")
-	d, ctl := ptyDataPlane(t, cp, dir, tok, connect.Config{})
-	tc := cp.openShell(tpath, agentID)
-	tc.send("echo up-$((1+1))\n")
-	tc.until("up-2")
+	cp, d, ctl, tc := runningShell(t)
 	start := time.Now()
 	cp.stop()
 	t.Logf("control plane stopped in %v", time.Since(start))
