@@ -24,6 +24,28 @@ import (
 // smuggling and response desync between agent, proxy and upstream, header
 // hygiene around the credential, and what reaches logs.
 
+// firstThenFresh is an upstream that answers the first request it gets (on
+// any connection) with first, which returns false to end that connection,
+// and every later request with a clean 200 "fresh": a leftover byte of the
+// first answer shows up as a wrong answer to a later request.
+func firstThenFresh(first func(c *rawConn) bool) func(c *rawConn) {
+	var served atomic.Int32
+	return func(c *rawConn) {
+		for {
+			if _, _, err := c.readRequest(); err != nil {
+				return
+			}
+			if served.Add(1) > 1 {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+				continue
+			}
+			if !first(c) {
+				return
+			}
+		}
+	}
+}
+
 // TestForwardNoResponsePoisoning: bytes an upstream sends past the end of a
 // response (a body on a 204, 304 or HEAD answer, more than Content-Length
 // said, a second response) never become the answer to the next request on
@@ -49,28 +71,19 @@ func TestForwardNoResponsePoisoning(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var served atomic.Int32
-			u := startRaw(t, func(c *rawConn) {
-				for {
-					if _, _, err := c.readRequest(); err != nil {
-						return
-					}
-					if served.Add(1) > 1 {
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
-						continue
-					}
-					head, rest := tc.first, ""
-					if tc.split {
-						i := strings.Index(tc.first, evil)
-						head, rest = tc.first[:i], tc.first[i:]
-					}
-					io.WriteString(c, head)
-					if rest != "" {
-						time.Sleep(30 * time.Millisecond)
-						io.WriteString(c, rest)
-					}
+			u := startRaw(t, firstThenFresh(func(c *rawConn) bool {
+				head, rest := tc.first, ""
+				if tc.split {
+					i := strings.Index(tc.first, evil)
+					head, rest = tc.first[:i], tc.first[i:]
 				}
-			})
+				io.WriteString(c, head)
+				if rest != "" {
+					time.Sleep(30 * time.Millisecond)
+					io.WriteString(c, rest)
+				}
+				return true
+			}))
 			e := newEnv(t, withPort(rawPolicy, u.port))
 			c := e.client()
 			base := fmt.Sprintf("http://raw.test:%d", u.port)
@@ -495,22 +508,10 @@ func TestForwardResponseFraming(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var served atomic.Int32
-			u := startRaw(t, func(c *rawConn) {
-				for {
-					if _, _, err := c.readRequest(); err != nil {
-						return
-					}
-					if served.Add(1) == 1 {
-						io.WriteString(c, tc.resp)
-						if strings.HasPrefix(tc.resp, "HTTP/1.0") {
-							return // a body until EOF
-						}
-						continue
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
-				}
-			})
+			u := startRaw(t, firstThenFresh(func(c *rawConn) bool {
+				io.WriteString(c, tc.resp)
+				return !strings.HasPrefix(tc.resp, "HTTP/1.0") // else a body until EOF
+			}))
 			e := newEnv(t, withPort(rawPolicy, u.port))
 			c := e.client()
 			url := fmt.Sprintf("http://raw.test:%d/", u.port)
