@@ -111,18 +111,11 @@ func (b *rawBatch) read() (int, error) {
 
 // recvmmsg is readFn: false (wait for the netpoller) when nothing is queued.
 func (b *rawBatch) recvmmsg(fd uintptr) bool {
-	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.in[0])), uintptr(len(b.in)),
-			unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
+	r, e, ok := mmsg(unix.SYS_RECVMMSG, fd, unsafe.Pointer(&b.in[0]), len(b.in))
+	if ok {
 		b.n, b.errno = int(r), e
-		return true
 	}
+	return ok
 }
 
 func (b *rawBatch) datagram(i int) ([]byte, netip.AddrPort, bool) {
@@ -182,17 +175,22 @@ func (b *rawBatch) flush() {
 // sendmmsg is writeFn: false (wait until writable) when the socket buffer
 // is full; any other error drops the rest of the batch (k stays 0).
 func (b *rawBatch) sendmmsg(fd uintptr) bool {
+	r, e, ok := mmsg(unix.SYS_SENDMMSG, fd, unsafe.Pointer(&b.out[b.sent]), b.w-b.sent)
+	if ok && e == 0 {
+		b.k = int(r)
+	}
+	return ok
+}
+
+// mmsg makes a non-blocking recvmmsg or sendmmsg (trap) of n messages at
+// vec as a raw system call, retrying when interrupted; ok is false when it
+// would block (EAGAIN).
+func mmsg(trap, fd uintptr, vec unsafe.Pointer, n int) (r uintptr, e unix.Errno, ok bool) {
 	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.out[b.sent])), uintptr(b.w-b.sent),
-			unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case unix.EINTR:
+		r, _, e = unix.RawSyscall6(trap, fd, uintptr(vec), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EINTR {
 			continue
-		case unix.EAGAIN:
-			return false
-		case 0:
-			b.k = int(r)
 		}
-		return true
+		return r, e, e != unix.EAGAIN
 	}
 }
