@@ -15,10 +15,18 @@ type lineRecorder struct {
 	buf    bytes.Buffer
 	writes int
 	gate   chan struct{} // if set, each Write waits on it
+	// entered, if set, is signalled when a Write starts waiting on gate.
+	entered chan struct{}
 }
 
 func (r *lineRecorder) Write(p []byte) (int, error) {
 	if r.gate != nil {
+		if r.entered != nil {
+			select {
+			case r.entered <- struct{}{}:
+			default:
+			}
+		}
 		<-r.gate
 	}
 	r.mu.Lock()
@@ -73,10 +81,13 @@ func TestAsyncWriterKeepsWholeLines(t *testing.T) {
 }
 
 func TestAsyncWriterPromptAndBounded(t *testing.T) {
-	out := &lineRecorder{gate: make(chan struct{})}
+	out := &lineRecorder{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
 	w := newAsyncWriter(out)
 	w.Write([]byte("first\n"))
-	// The writer is stuck in out.Write; fill the buffer past its bound.
+	// Once the writer is stuck in out.Write with just the first line (had
+	// it taken some of the big writes with it, the rest could fit without
+	// waiting), fill the buffer past its bound.
+	<-out.entered
 	big := bytes.Repeat([]byte("x"), maxLogBuf/4)
 	done := make(chan struct{})
 	go func() {
