@@ -4,7 +4,10 @@
 # direct path), so that both see the same machine load. Prints req/s and the
 # proxy's CPU time per request, per round and as medians.
 #
-#   bench/proxy/ab.sh OLD_CAGENT NEW_CAGENT     # ROUNDS=6 DURATION=3 CONNS=32
+#   bench/proxy/ab.sh OLD_CAGENT NEW_CAGENT     # ROUNDS=6 DURATION=3 CONNS=32 PIN=1
+#
+# PIN=1 (the default, as in run.sh) runs both proxies on CPU 0 and wrk and
+# the upstream on CPU 1; PIN=0 lets the scheduler place everything.
 #
 # Needs: go, wrk. Like run.sh it only talks to loopback: the target is
 # 127.0.0.1 (allowed through ip_ranges), so no name is ever resolved.
@@ -15,6 +18,8 @@ A=$(realpath "$1") B=$(realpath "$2")
 ROUNDS=${ROUNDS:-6}
 DUR=${DURATION:-3}
 CONNS=${CONNS:-32}
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then ON_PROXY="taskset -c 0" ON_LOAD="taskset -c 1"; else ON_PROXY="" ON_LOAD=""; fi
 command -v wrk >/dev/null || { echo "missing wrk" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" || true
 
@@ -29,7 +34,7 @@ trap cleanup EXIT
 
 go build -o "$W/benchtool" ./bench/proxy/benchtool
 UP_HTTP=127.0.0.1:18180
-"$W/benchtool" serve --dir "$W" --http $UP_HTTP --tls 127.0.0.1:18543 --raw 127.0.0.1:18199 --dns 127.0.0.1:18153 > "$W/serve.out" 2>&1 &
+$ON_LOAD "$W/benchtool" serve --dir "$W" --http $UP_HTTP --tls 127.0.0.1:18543 --raw 127.0.0.1:18199 --dns 127.0.0.1:18153 > "$W/serve.out" 2>&1 &
 PIDS+=($!)
 
 cat > "$W/cagent.yaml" <<YAML
@@ -40,7 +45,7 @@ ip_ranges:
 YAML
 start() { # binary port name
   mkdir -p "$W/$3"
-  "$1" proxy --config "$W/cagent.yaml" --listen 127.0.0.1:$2 --admin 127.0.0.1:$(( $2 + 100 )) \
+  $ON_PROXY "$1" proxy --config "$W/cagent.yaml" --listen 127.0.0.1:$2 --admin 127.0.0.1:$(( $2 + 100 )) \
     --state-dir "$W/$3/state" --audit-log "$W/$3/audit.jsonl" > "$W/$3/out" 2> "$W/$3/log" &
   PIDS+=($!)
 }
@@ -61,7 +66,7 @@ rps() { awk '/Requests\/sec/ {print $2}'; }
 run() { # pid port -> "rps us_per_req"
   local t0 out r
   t0=$(ticks $1)
-  out=$(wrk -t2 -c$CONNS -d${DUR}s -s "$W/abs.lua" "http://127.0.0.1:$2/")
+  out=$($ON_LOAD wrk -t2 -c$CONNS -d${DUR}s -s "$W/abs.lua" "http://127.0.0.1:$2/")
   r=$(rps <<<"$out")
   awk -v t=$(( $(ticks $1) - t0 )) -v hz=$HZ -v r="$r" -v d=$DUR 'BEGIN { printf "%s %.1f", r, t/hz*1e6/(r*d) }'
 }
@@ -70,7 +75,7 @@ run $PA 13228 >/dev/null; run $PB 13229 >/dev/null
 printf '%-6s %10s %10s %8s %10s %8s\n' round direct A_req/s A_us/req B_req/s B_us/req
 : > "$W/rows"
 for i in $(seq "$ROUNDS"); do
-  d=$(wrk -t2 -c$CONNS -d${DUR}s "http://$UP_HTTP/" | rps)
+  d=$($ON_LOAD wrk -t2 -c$CONNS -d${DUR}s "http://$UP_HTTP/" | rps)
   if (( i % 2 )); then a=$(run $PA 13228); b=$(run $PB 13229); else b=$(run $PB 13229); a=$(run $PA 13228); fi
   printf '%-6s %10s %10s %8s %10s %8s\n' "$i" "$d" $a $b | tee -a "$W/rows"
 done
