@@ -12,6 +12,24 @@
 #
 #   sudo bench/proxy/run.sh            # DURATION=5 by default (seconds per test)
 #   CAGENT_BIN=/path/to/old/cagent bench/proxy/run.sh   # measure another build
+#   ROUNDS=3 (interleaved rounds of the keep-alive and 4-tunnel bulk tests)
+#   PIN=1    (the default on 2+ cores; PIN=0 shares all cores)
+#
+# Pinning, as bench/dns/run.sh does: every proxy runs on CPU 0, and the
+# load generators and the upstream servers on CPU 1. The upstream stands
+# for the internet, whose servers never use the proxy's CPU; unpinned, the
+# upstream and wrk take CPU from the proxy under test and the ratio to
+# direct measures the machine's core count as much as the proxy. Pinned, a
+# proxy that costs less CPU per request than the client and upstream
+# together keeps up with direct; one that costs more is the bottleneck, and
+# its ratio to direct shows by how much. Each proxy gets one core: cagent's
+# Go runtime sees one CPU (GOMAXPROCS=1), haproxy runs one thread, squid and
+# tinyproxy are single-threaded or forked on that core.
+#
+# The keep-alive and 4-tunnel bulk tests run ROUNDS times, each round going
+# through direct and every proxy in turn, so that all see the same machine
+# load; the table gives each column's median, and the ratios are medians of
+# the per-round ratios.
 #
 # Needs: go, squid, tinyproxy, wrk, haproxy (installed with apt-get if
 # missing), root (for the mount namespaces that give squid and tinyproxy a private
@@ -21,6 +39,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
+PIN=${PIN:-1}
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+  ON_PROXY="taskset -c 0" ON_LOAD="taskset -c 1" HAP_THREADS=1 MODE="proxies on CPU 0, load and upstream on CPU 1"
+else
+  PIN=0 ON_PROXY="" ON_LOAD="" HAP_THREADS=$(nproc) MODE="unpinned, all share $(nproc) cores"
+fi
 CONNS=${CONNS:-32}
 HOLD=${HOLD:-1000}
 [ "$(id -u)" = 0 ] || { echo "run as root (mount namespaces for the peers)" >&2; exit 1; }
@@ -50,7 +75,7 @@ UP_HTTP=127.0.0.1:18080 UP_TLS=127.0.0.1:18443 UP_RAW=127.0.0.1:18099 UP_DNS=127
 P_CAGENT=127.0.0.1:13128 P_SQUID=127.0.0.1:13129 P_TINY=127.0.0.1:13130
 P_HAP_HTTP=127.0.0.1:13131 P_HAP_TCP=127.0.0.1:13132
 
-"$W/benchtool" serve --dir "$W" --http $UP_HTTP --tls $UP_TLS --raw $UP_RAW --dns $UP_DNS > "$W/serve.out" 2>&1 &
+$ON_LOAD "$W/benchtool" serve --dir "$W" --http $UP_HTTP --tls $UP_TLS --raw $UP_RAW --dns $UP_DNS > "$W/serve.out" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q ready "$W/serve.out" && break; sleep 0.1; done
 
@@ -58,7 +83,7 @@ for _ in $(seq 100); do grep -q ready "$W/serve.out" && break; sleep 0.1; done
 printf '127.0.0.1 localhost bench.test raw.test\n' > "$W/hosts"
 printf 'nameserver 127.0.0.1\n' > "$W/resolv.conf"
 chmod 644 "$W/hosts" "$W/resolv.conf"
-private_ns() { exec unshare -m sh -c "mount --bind $W/hosts /etc/hosts && mount --bind $W/resolv.conf /etc/resolv.conf && exec \"\$@\"" sh "$@"; }
+private_ns() { exec $ON_PROXY unshare -m sh -c "mount --bind $W/hosts /etc/hosts && mount --bind $W/resolv.conf /etc/resolv.conf && exec \"\$@\"" sh "$@"; }
 
 cat > "$W/cagent.yaml" <<YAML
 dns: {upstream: ["$UP_DNS"]}
@@ -75,7 +100,7 @@ domains:
 ip_ranges:
   - {cidr: 127.0.0.1/32}
 YAML
-"$W/cagent" proxy --config "$W/cagent.yaml" --listen $P_CAGENT --admin 127.0.0.1:13199 \
+$ON_PROXY "$W/cagent" proxy --config "$W/cagent.yaml" --listen $P_CAGENT --admin 127.0.0.1:13199 \
   --state-dir "$W/state" --audit-log "$W/audit.jsonl" > "$W/cagent.out" 2> "$W/cagent.log" &
 CAGENT_PID=$!; PIDS+=($CAGENT_PID)
 
@@ -111,10 +136,9 @@ CONF
 private_ns tinyproxy -d -c "$W/tinyproxy.conf" > "$W/tinyproxy.out" 2>&1 &
 TINY_PID=$!; PIDS+=($TINY_PID)
 
-# nbthread 2: as many threads as cores, like cagent (GOMAXPROCS = 2); one
-# thread measured about the same here (keep-alive within the noise, bulk
-# 5-10% less), so the ceiling does not hinge on it. No pinning: no server in
-# this script is pinned. No `log` line: haproxy logs nothing. Servers are IP
+# nbthread: as many threads as the cores it may use, like cagent's
+# GOMAXPROCS (1 pinned, 2 unpinned; unpinned, one thread measured about the
+# same: keep-alive within the noise, bulk 5-10% less). No `log` line: haproxy logs nothing. Servers are IP
 # addresses, so haproxy resolves no name. Splicing is forced: with
 # splice-auto this build (2.6) never spliced the bulk download (strace: only
 # recvfrom/sendto) and relayed half as much; cagent splices too. 1 MiB
@@ -122,7 +146,7 @@ TINY_PID=$!; PIDS+=($TINY_PID)
 # 10-20% less).
 cat > "$W/haproxy.cfg" <<CONF
 global
-  nbthread 2
+  nbthread $HAP_THREADS
   tune.pipesize 1048576
 defaults
   timeout connect 5s
@@ -143,7 +167,7 @@ listen raw_relay
   option splice-response
   server raw $UP_RAW
 CONF
-haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.out" 2>&1 &
+$ON_PROXY haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.out" 2>&1 &
 HAP_PID=$!; PIDS+=($HAP_PID)
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }
@@ -167,35 +191,48 @@ wrk.path = "http://$UP_HTTP/"
 wrk.headers["Host"] = "$UP_HTTP"
 LUA
 f() { awk -v i="$2" '{print $i}' <<<"$1"; }
-wrk_run() { # name url [script]
+# wrk's latency ("850.00us", "1.20ms", "1.01s") in ms.
+ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) sub(/ms$/,"",v); else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }
+wrk_run() { # url [script] -> "req/s p50_ms p99_ms"
   local out
-  if [ -n "${3:-}" ]; then out=$(wrk -t2 -c$CONNS -d${DUR}s --latency -s "$3" "$2"); else out=$(wrk -t2 -c$CONNS -d${DUR}s --latency "$2"); fi
-  local rps p50 p99
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  echo "$1 $rps $p50 $p99"
+  if [ -n "${2:-}" ]; then out=$($ON_LOAD wrk -t2 -c$CONNS -d${DUR}s --latency -s "$2" "$1"); else out=$($ON_LOAD wrk -t2 -c$CONNS -d${DUR}s --latency "$1"); fi
+  echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(ms "$(awk '$1=="50%" {print $2}' <<<"$out")") $(ms "$(awk '$1=="99%" {print $2}' <<<"$out")")"
 }
-echo "HTTP keep-alive (wrk -c$CONNS ${DUR}s)..." >&2
-H_DIRECT=$(wrk_run direct "http://$UP_HTTP/")
-# Same client (wrk -t2 -c$CONNS) for every column; CPU us per request of the proxy process.
-t0=$(ticks $CAGENT_PID); H_CAGENT=$(wrk_run cagent "http://$P_CAGENT/" "$W/abs.lua"); HC_CAGENT=$(per $(( $(ticks $CAGENT_PID) - t0 )) "$(f "$H_CAGENT" 2)" $DUR)
-t0=$(ticks $SQUID_PID); H_SQUID=$(wrk_run squid "http://$P_SQUID/" "$W/abs.lua"); HC_SQUID=$(per $(( $(ticks $SQUID_PID) - t0 )) "$(f "$H_SQUID" 2)" $DUR)
-t0=$(ticks $TINY_PID); H_TINY=$(wrk_run tinyproxy "http://$P_TINY/" "$W/abs.lua"); HC_TINY=$(per $(( $(ticks $TINY_PID) - t0 )) "$(f "$H_TINY" 2)" $DUR)
-# haproxy gets the same absolute-form requests (it forwards them unchanged;
-# the upstream serves them like origin-form).
-t0=$(ticks $HAP_PID); H_HAP=$(wrk_run haproxy "http://$P_HAP_HTTP/" "$W/abs.lua"); HC_HAP=$(per $(( $(ticks $HAP_PID) - t0 )) "$(f "$H_HAP" 2)" $DUR)
+med() { sort -g | awk '{v[NR]=$1} END { if (NR == 0) print "-"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2 }'; }
+# column FILE N: the median of field N over the rounds in FILE.
+column() { awk -v i="$2" '{print $i}' "$1" | med; }
+# rmed A B: the median over rounds of A's first field divided by B's.
+rmed() { awk 'NR == FNR { a[FNR] = $1; next } a[FNR]+0 > 0 && $1+0 > 0 { print a[FNR]/$1 }' "$1" "$2" | med | awk '{ if ($1 == "-") print "-"; else printf "%.2f", $1 }'; }
+pid_of() { case $1 in cagent) echo $CAGENT_PID;; squid) echo $SQUID_PID;; tinyproxy) echo $TINY_PID;; haproxy) echo $HAP_PID;; esac; }
+ka_port() { case $1 in cagent) echo $P_CAGENT;; squid) echo $P_SQUID;; tinyproxy) echo $P_TINY;; haproxy) echo $P_HAP_HTTP;; esac; }
+PROXIES="cagent squid tinyproxy haproxy"
+echo "HTTP keep-alive (wrk -c$CONNS, $ROUNDS rounds of ${DUR}s)..." >&2
+# Same client (wrk -t2 -c$CONNS) for every column, and the proxy process's
+# CPU us per request. haproxy gets the same absolute-form requests (it
+# forwards them unchanged; the upstream serves them like origin-form).
+for i in $(seq "$ROUNDS"); do
+  wrk_run "http://$UP_HTTP/" >> "$W/ka.direct"
+  for n in $PROXIES; do
+    pid=$(pid_of $n); t0=$(ticks $pid)
+    r=$(wrk_run "http://$(ka_port $n)/" "$W/abs.lua")
+    echo "$r $(per $(( $(ticks $pid) - t0 )) "$(f "$r" 1)" $DUR)" >> "$W/ka.$n"
+  done
+done
 
-bt() { "$W/benchtool" load "$@"; }
+bt() { $ON_LOAD "$W/benchtool" load "$@"; }
 kv() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 
-echo "CONNECT bulk download (4 tunnels, ${DUR}s)..." >&2
-C_DIRECT=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW | kv mbps)
-t0=$(ticks $CAGENT_PID); C_CAGENT=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps); CC_CAGENT=$(per $(( $(ticks $CAGENT_PID) - t0 )) "$C_CAGENT" $DUR)
-t0=$(ticks $SQUID_PID); C_SQUID=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_SQUID | kv mbps); CC_SQUID=$(per $(( $(ticks $SQUID_PID) - t0 )) "$C_SQUID" $DUR)
-t0=$(ticks $TINY_PID); C_TINY=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $P_TINY | kv mbps); CC_TINY=$(per $(( $(ticks $TINY_PID) - t0 )) "$C_TINY" $DUR)
+echo "CONNECT bulk download (4 tunnels, $ROUNDS rounds of ${DUR}s)..." >&2
 # haproxy: a plain TCP connection to the relay, which connects to $UP_RAW (no CONNECT).
-t0=$(ticks $HAP_PID); C_HAP=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $P_HAP_TCP | kv mbps); CC_HAP=$(per $(( $(ticks $HAP_PID) - t0 )) "$C_HAP" $DUR)
+for i in $(seq "$ROUNDS"); do
+  bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW | kv mbps >> "$W/bulk.direct"
+  for n in $PROXIES; do
+    pid=$(pid_of $n); t0=$(ticks $pid)
+    if [ $n = haproxy ]; then m=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $P_HAP_TCP | kv mbps)
+    else m=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $(ka_port $n) | kv mbps); fi
+    echo "$m $(per $(( $(ticks $pid) - t0 )) "$m" $DUR)" >> "$W/bulk.$n"
+  done
+done
 echo "CONNECT bulk download (1 tunnel, ${DUR}s)..." >&2
 C1_DIRECT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW | kv mbps)
 C1_CAGENT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps)
@@ -227,7 +264,7 @@ I_RTT_CAGENT=$(bt --mode https --conns 1 --duration ${DUR}s --target bench.test:
 echo "RSS with $HOLD open tunnels..." >&2
 hold_rss() { # proxy pid
   mkfifo "$W/fifo"
-  "$W/benchtool" load --mode hold --conns $HOLD --target $UP_RAW --proxy "$1" < "$W/fifo" > "$W/hold.out" 2>&1 &
+  $ON_LOAD "$W/benchtool" load --mode hold --conns $HOLD --target $UP_RAW --proxy "$1" < "$W/fifo" > "$W/hold.out" 2>&1 &
   local hp=$!
   exec 9>"$W/fifo"
   for _ in $(seq 300); do grep -q holding "$W/hold.out" 2>/dev/null && break; grep -q benchtool: "$W/hold.out" 2>/dev/null && break; sleep 0.1; done
@@ -244,15 +281,24 @@ T_TINY=$(hold_rss $P_TINY $TINY_PID)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a+0 == 0 || b+0 == 0) print "-"; else printf "%.2f", a/b }'; }
 
 echo
-echo "== Proxy benchmark $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ${DUR}s per test, load average $(cut -d' ' -f1-3 /proc/loadavg) =="
+echo "== Proxy benchmark $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($MODE), ${DUR}s per test, $ROUNDS rounds, load average $(cut -d' ' -f1-3 /proc/loadavg) =="
 printf '%-34s %12s %12s %12s %12s %12s   %s\n' "" direct cagent squid tinyproxy "haproxy*" "cagent/direct cagent/squid cagent/tinyproxy haproxy/direct"
 row() { printf '%-34s %12s %12s %12s %12s %12s   %s %s %s %s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$(ratio "$3" "$2")" "$(ratio "$3" "$4")" "$(ratio "$3" "$5")" "$(ratio "$6" "$2")"; }
 col() { printf '%-34s %12s %12s %12s %12s %12s\n' "$@"; }
-row "HTTP keep-alive req/s" "$(f "$H_DIRECT" 2)" "$(f "$H_CAGENT" 2)" "$(f "$H_SQUID" 2)" "$(f "$H_TINY" 2)" "$(f "$H_HAP" 2)"
-col "HTTP keep-alive p50 / p99" "$(f "$H_DIRECT" 3)/$(f "$H_DIRECT" 4)" "$(f "$H_CAGENT" 3)/$(f "$H_CAGENT" 4)" "$(f "$H_SQUID" 3)/$(f "$H_SQUID" 4)" "$(f "$H_TINY" 3)/$(f "$H_TINY" 4)" "$(f "$H_HAP" 3)/$(f "$H_HAP" 4)"
-col "  proxy CPU us per request" "-" "$HC_CAGENT" "$HC_SQUID" "$HC_TINY" "$HC_HAP"
-row "CONNECT bulk MB/s (4 tunnels)" "$C_DIRECT" "$C_CAGENT" "$C_SQUID" "$C_TINY" "$C_HAP"
-col "  proxy CPU us per MB" "-" "$CC_CAGENT" "$CC_SQUID" "$CC_TINY" "$CC_HAP"
+# rows measured in rounds: medians per column, medians of per-round ratios
+rrow() { # label prefix
+  printf '%-34s %12s %12s %12s %12s %12s   %s %s %s %s\n' "$1" "$(column "$W/$2.direct" 1)" "$(column "$W/$2.cagent" 1)" \
+    "$(column "$W/$2.squid" 1)" "$(column "$W/$2.tinyproxy" 1)" "$(column "$W/$2.haproxy" 1)" \
+    "$(rmed "$W/$2.cagent" "$W/$2.direct")" "$(rmed "$W/$2.cagent" "$W/$2.squid")" "$(rmed "$W/$2.cagent" "$W/$2.tinyproxy")" "$(rmed "$W/$2.haproxy" "$W/$2.direct")"
+}
+lat() { echo "$(column "$1" 2)/$(column "$1" 3)"; }
+rrow "HTTP keep-alive req/s" ka
+col "HTTP keep-alive p50 / p99 ms" "$(lat "$W/ka.direct")" "$(lat "$W/ka.cagent")" "$(lat "$W/ka.squid")" "$(lat "$W/ka.tinyproxy")" "$(lat "$W/ka.haproxy")"
+col "  proxy CPU us per request" "-" "$(column "$W/ka.cagent" 4)" "$(column "$W/ka.squid" 4)" "$(column "$W/ka.tinyproxy" 4)" "$(column "$W/ka.haproxy" 4)"
+printf '%-34s %12s\n' "  cagent/direct per round" "$(paste -d' ' "$W/ka.cagent" "$W/ka.direct" | awk '{printf "%.2f ", $1/$5}')"
+rrow "CONNECT bulk MB/s (4 tunnels)" bulk
+col "  proxy CPU us per MB" "-" "$(column "$W/bulk.cagent" 2)" "$(column "$W/bulk.squid" 2)" "$(column "$W/bulk.tinyproxy" 2)" "$(column "$W/bulk.haproxy" 2)"
+printf '%-34s %12s\n' "  cagent/direct per round" "$(paste -d' ' "$W/bulk.cagent" "$W/bulk.direct" | awk '{printf "%.2f ", $1/$3}')"
 row "CONNECT bulk MB/s (1 tunnel)" "$C1_DIRECT" "$C1_CAGENT" "$C1_SQUID" "$C1_TINY" "$C1_HAP"
 col "CONNECT setup p50 us (by name)" "$(kv p50_us <<<"$O_DIRECT")" "$(kv p50_us <<<"$O_CAGENT")" "$(kv p50_us <<<"$O_SQUID")" "$(kv p50_us <<<"$O_TINY")" "-"
 row "CONNECT req/s in 1 tunnel" "$(kv rps <<<"$R_DIRECT")" "$(kv rps <<<"$R_CAGENT")" "$(kv rps <<<"$R_SQUID")" "$(kv rps <<<"$R_TINY")" "-"
