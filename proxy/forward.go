@@ -20,6 +20,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/sys/unix"
@@ -76,14 +77,16 @@ type upConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	addr   netip.AddrPort
+	addrS  string // addr.String(), made once for the events of every request on c
 	reused bool
 	idleAt time.Time
 
 	limit int64 // bytes the reader may still read (bounds header blocks)
 	nread int64 // bytes read since the request was written
 
-	peekFn func(fd uintptr) bool // the idle check, made once
-	peeked bool                  // the idle check found data or EOF
+	peekFn  func(fd uintptr) bool // the idle check, made once
+	peeked  bool                  // the idle check found data or EOF
+	closeFn func()                // closes raw, made once for the per-request context.AfterFunc
 }
 
 func (c *upConn) Read(b []byte) (int, error) {
@@ -126,15 +129,24 @@ func (c *upConn) usable() bool {
 
 func newUpConn(key upstreamKey, conn, raw net.Conn, addr netip.AddrPort) *upConn {
 	c := &upConn{key: key, conn: conn, raw: raw, addr: addr}
+	if addr.IsValid() {
+		c.addrS = addr.String()
+	}
+	c.closeFn = func() { raw.Close() }
 	c.br = bufio.NewReaderSize(c, upBufSize)
 	c.bw = bufio.NewWriterSize(conn, upBufSize)
 	if sc, ok := raw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.rc = rc
-			var b [1]byte
+			b := new([1]byte)
 			c.peekFn = func(fd uintptr) bool {
-				n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-				c.peeked = n > 0 || err == nil || err != unix.EAGAIN
+				// recvfrom without an address: unix.Recvfrom allocates one
+				// per call. The socket is non-blocking and MSG_DONTWAIT
+				// never waits, so the raw form (no scheduler hand-off) fits.
+				_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+				// Data, EOF (both succeed) or any error but "nothing there
+				// yet" makes the connection unusable.
+				c.peeked = errno != unix.EAGAIN
 				return true // never wait for readability
 			}
 		}
@@ -149,6 +161,10 @@ type upstreamPool struct {
 	n      int
 	closed bool
 	sweep  *time.Timer
+	// spare is the emptied list of the last key whose map entry went, kept
+	// for the next key that needs one: a connection going back and forth
+	// between idle and busy would otherwise make a new list each time.
+	spare []*upConn
 }
 
 // get returns the most recently used idle connection for key, or nil.
@@ -164,6 +180,7 @@ func (p *upstreamPool) get(key upstreamKey) *upConn {
 		l[len(l)-1] = nil
 		if len(l) == 1 {
 			delete(p.idle, key) // no map entry per name once its connections are gone
+			p.spare = l[:0]
 		} else {
 			p.idle[key] = l[:len(l)-1]
 		}
@@ -188,7 +205,11 @@ func (p *upstreamPool) put(c *upConn) {
 	}
 	c.reused = true
 	c.idleAt = time.Now()
-	p.idle[c.key] = append(p.idle[c.key], c)
+	l := p.idle[c.key]
+	if l == nil && p.spare != nil {
+		l, p.spare = p.spare, nil
+	}
+	p.idle[c.key] = append(l, c)
 	p.n++
 	if p.sweep == nil {
 		p.sweep = time.AfterFunc(idleConnTimeout/2, p.sweepIdle)
@@ -235,7 +256,7 @@ func (p *upstreamPool) closeAll() {
 			c.close()
 		}
 	}
-	p.idle, p.n = nil, 0
+	p.idle, p.n, p.spare = nil, 0, nil
 	if p.sweep != nil {
 		p.sweep.Stop()
 		p.sweep = nil
@@ -281,11 +302,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rs *reqState) (a
 			return false
 		}
 		rs.mu.Lock()
-		rs.upstream = c.addr
+		rs.upstream, rs.upstreamS = c.addr, c.addrS
 		rs.mu.Unlock()
 		// The client going away (or the server closing) ends the exchange:
 		// closing the socket unblocks whatever this goroutine waits on.
-		stop := context.AfterFunc(ctx, func() { c.raw.Close() })
+		stop := context.AfterFunc(ctx, c.closeFn)
 		resp, err := p.exchange(w, c, r, rs, hasBody, timeout)
 		if err != nil {
 			stop()
@@ -314,6 +335,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rs *reqState) (a
 		}
 		return abort
 	}
+}
+
+// isSendError reports whether err is an upstreamSendError (a function of its
+// own so that the errors.As target escapes only on this error path).
+func isSendError(err error) bool {
+	var se *upstreamSendError
+	return errors.As(err, &se)
 }
 
 func isTimeout(err error) bool {
@@ -366,8 +394,7 @@ func (p *Proxy) upstreamConn(ctx context.Context, rs *reqState, key upstreamKey,
 // informational (1xx) responses to the client.
 func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *reqState, hasBody bool, timeout time.Duration) (*http.Response, error) {
 	werr := p.writeRequest(c, r, rs, hasBody, timeout)
-	var se *upstreamSendError
-	if werr != nil && !errors.As(werr, &se) {
+	if werr != nil && !isSendError(werr) {
 		return nil, werr // budget or client body: nothing to wait for
 	}
 	// As ResponseHeaderTimeout: the clock starts when the request is sent.

@@ -41,6 +41,9 @@ type reqState struct {
 	status   int
 	denial   *denial
 	upstream netip.AddrPort
+	// upstreamS is upstream.String() when the forwarder set upstream (its
+	// connection made the string once).
+	upstreamS string
 	over     bool // report mode: the budget would have stopped this request
 }
 
@@ -222,7 +225,9 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 
 	rs.mu.Lock()
 	ev.Status = rs.status
-	if rs.upstream.IsValid() {
+	if rs.upstreamS != "" {
+		ev.Upstream = rs.upstreamS
+	} else if rs.upstream.IsValid() {
 		ev.Upstream = rs.upstream.String()
 	}
 	if dn := rs.denial; dn != nil {
@@ -313,7 +318,7 @@ func (rs *reqState) gotConn(info httptrace.GotConnInfo) {
 	}
 	if ap.IsValid() {
 		rs.mu.Lock()
-		rs.upstream = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		rs.upstream, rs.upstreamS = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), ""
 		rs.mu.Unlock()
 	}
 }
