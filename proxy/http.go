@@ -142,6 +142,7 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 	path := r.URL.EscapedPath()
 
 	d, dn := matchDest(st.pol, a)
+	st.nameDest(d)
 	upScheme := clientScheme
 	if d.alias {
 		if clientScheme != "http" || intercepted {

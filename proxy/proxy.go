@@ -75,6 +75,42 @@ type state struct {
 
 	mu         sync.Mutex
 	transports map[string]*http.Transport // ReverseProxy's, for protocol upgrades
+
+	// The key and rule strings of pol's entries (dest.key, dest.rule),
+	// made once instead of per request.
+	entryRules map[*policy.Domain]string
+	rangeNames map[*policy.IPRange]destNames
+}
+
+type destNames struct{ key, rule string }
+
+func (st *state) nameEntries() {
+	st.entryRules = make(map[*policy.Domain]string, len(st.pol.Domains))
+	for i := range st.pol.Domains {
+		e := &st.pol.Domains[i]
+		st.entryRules[e] = (&dest{entry: e}).rule()
+	}
+	st.rangeNames = make(map[*policy.IPRange]destNames, len(st.pol.IPRanges))
+	for i := range st.pol.IPRanges {
+		r := &st.pol.IPRanges[i]
+		d := &dest{rng: r}
+		st.rangeNames[r] = destNames{key: d.key(), rule: d.rule()}
+	}
+}
+
+// nameDest gives d the key and rule strings made for its entry, when it
+// has one of st's entries.
+func (st *state) nameDest(d *dest) {
+	switch {
+	case d.entry != nil:
+		if r, ok := st.entryRules[d.entry]; ok {
+			d.k, d.r = d.entry.Domain, r
+		}
+	case d.rng != nil:
+		if n, ok := st.rangeNames[d.rng]; ok {
+			d.k, d.r = n.key, n.rule
+		}
+	}
 }
 
 // New builds a proxy: it loads or creates the CA and opens the budget
@@ -159,6 +195,7 @@ func New(cfg Config) (*Proxy, error) {
 // newState derives the resolver, roots and upstream proxy from pol.
 func (p *Proxy) newState(pol *policy.Policy) *state {
 	st := &state{pol: pol, transports: map[string]*http.Transport{}}
+	st.nameEntries()
 	ups := p.cfg.Upstreams
 	if len(ups) == 0 {
 		for _, u := range pol.DNS.Upstream {

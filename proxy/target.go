@@ -110,12 +110,18 @@ func parseAuthority(s string, defPort int) (authority, error) {
 	if port < 1 || port > 65535 {
 		return authority{}, fmt.Errorf("%w: port missing or out of range", errBadAuthority)
 	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		if a.Zone() != "" {
-			return authority{}, fmt.Errorf("%w: zoned address", errBadAuthority)
+	if maybeIP(host) {
+		if a, err := netip.ParseAddr(host); err == nil {
+			if a.Zone() != "" {
+				return authority{}, fmt.Errorf("%w: zoned address", errBadAuthority)
+			}
+			h := host // netip accepts IPv4 only in its canonical form
+			if !a.Is4() {
+				a = a.Unmap()
+				h = a.String()
+			}
+			return authority{host: h, ip: a, port: port}, nil
 		}
-		a = a.Unmap()
-		return authority{host: a.String(), ip: a, port: port}, nil
 	}
 	name, err := policy.NormalizeHost(host)
 	if err != nil {
@@ -127,6 +133,21 @@ func parseAuthority(s string, defPort int) (authority, error) {
 		return authority{}, fmt.Errorf("%w: numeric name %q", errBadAuthority, name)
 	}
 	return authority{host: name, port: port}, nil
+}
+
+// maybeIP reports whether netip.ParseAddr could accept s: an IPv6 address
+// has a colon, an IPv4 one only digits and dots. Names skip the parse (and
+// its error, which allocates).
+func maybeIP(s string) bool {
+	if strings.IndexByte(s, ':') >= 0 {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '.' && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func looksNumeric(name string) bool {
@@ -170,10 +191,17 @@ type dest struct {
 	entry *policy.Domain  // for names
 	rng   *policy.IPRange // for IP literals
 	alias bool            // reached through <alias>.devbox.local
+
+	// k and r, when set (state.nameDest), are what key and rule return:
+	// strings made once per policy rather than several times per request.
+	k, r string
 }
 
 // key names the policy entry for rate limits, budgets, transports and metrics.
 func (d *dest) key() string {
+	if d.k != "" {
+		return d.k
+	}
 	switch {
 	case d.entry != nil:
 		return d.entry.Domain
@@ -185,6 +213,9 @@ func (d *dest) key() string {
 
 // rule names the entry that allowed d, for events.
 func (d *dest) rule() string {
+	if d.r != "" {
+		return d.r
+	}
 	switch {
 	case d.entry != nil:
 		return "domains " + d.entry.Domain
