@@ -79,7 +79,7 @@ type upConn struct {
 	addr   netip.AddrPort
 	addrS  string // addr.String(), made once for the events of every request on c
 	reused bool
-	idleAt time.Time
+	idleAt time.Duration // since monoBase
 
 	limit int64 // bytes the reader may still read (bounds header blocks)
 	nread int64 // bytes read since the request was written
@@ -154,6 +154,14 @@ func newUpConn(key upstreamKey, conn, raw net.Conn, addr netip.AddrPort) *upConn
 	return c
 }
 
+// monoBase is the origin of monoNow.
+var monoBase = time.Now()
+
+// monoNow reads only the monotonic clock (time.Since of a time with a
+// monotonic reading does), not also the wall clock as time.Now does: idle
+// times are compared with each other, never shown.
+func monoNow() time.Duration { return time.Since(monoBase) }
+
 // upstreamPool holds the idle connections of one policy state.
 type upstreamPool struct {
 	mu     sync.Mutex
@@ -185,7 +193,7 @@ func (p *upstreamPool) get(key upstreamKey) *upConn {
 			p.idle[key] = l[:len(l)-1]
 		}
 		p.n--
-		if time.Since(c.idleAt) < idleConnTimeout {
+		if monoNow()-c.idleAt < idleConnTimeout {
 			return c
 		}
 		c.close()
@@ -204,7 +212,7 @@ func (p *upstreamPool) put(c *upConn) {
 		p.idle = map[upstreamKey][]*upConn{}
 	}
 	c.reused = true
-	c.idleAt = time.Now()
+	c.idleAt = monoNow()
 	l := p.idle[c.key]
 	if l == nil && p.spare != nil {
 		l, p.spare = p.spare, nil
@@ -225,9 +233,10 @@ func (p *upstreamPool) sweepIdle() {
 	if p.closed {
 		return
 	}
+	now := monoNow()
 	for k, l := range p.idle {
 		i := 0
-		for i < len(l) && time.Since(l[i].idleAt) >= idleConnTimeout {
+		for i < len(l) && now-l[i].idleAt >= idleConnTimeout {
 			l[i].close()
 			i++
 		}
@@ -393,13 +402,17 @@ func (p *Proxy) upstreamConn(ctx context.Context, rs *reqState, key upstreamKey,
 // exchange writes r on c and reads the response header, forwarding
 // informational (1xx) responses to the client.
 func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *reqState, hasBody bool, timeout time.Duration) (*http.Response, error) {
-	werr := p.writeRequest(c, r, rs, hasBody, timeout)
+	deadline, werr := p.writeRequest(c, r, rs, hasBody, timeout)
 	if werr != nil && !isSendError(werr) {
 		return nil, werr // budget or client body: nothing to wait for
 	}
-	// As ResponseHeaderTimeout: the clock starts when the request is sent.
-	deadline := time.Now().Add(timeout)
-	c.conn.SetReadDeadline(deadline)
+	if hasBody || werr != nil {
+		// As ResponseHeaderTimeout: the clock starts when the request is
+		// sent. (A request without a body is sent as its head is written,
+		// and writeRequest set one deadline for both.)
+		deadline = time.Now().Add(timeout)
+		c.conn.SetReadDeadline(deadline)
+	}
 	n1xx := 0
 	for {
 		c.limit = maxResponseHeaderBytes
@@ -451,25 +464,34 @@ func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *
 // hold the handler, and its sockets, for as long as it liked, even after
 // the agent left (the server notices a client going away only once the
 // request body has been read).
-func (p *Proxy) writeRequest(c *upConn, r *http.Request, rs *reqState, hasBody bool, timeout time.Duration) error {
+//
+// Without a body, the deadline it returns is also set as the read deadline
+// for the response header: the request is sent as soon as its head is
+// written, so one deadline (one timer update) covers both.
+func (p *Proxy) writeRequest(c *upConn, r *http.Request, rs *reqState, hasBody bool, timeout time.Duration) (time.Time, error) {
 	chunked := hasBody && r.ContentLength < 0
 	head := appendRequestHead(c.bw.AvailableBuffer(), r, rs, hasBody, chunked)
 	if err := p.charge(rs, int64(len(head))); err != nil {
-		return err
+		return time.Time{}, err
 	}
-	c.conn.SetWriteDeadline(time.Now().Add(timeout))
+	deadline := time.Now().Add(timeout)
+	if hasBody {
+		c.conn.SetWriteDeadline(deadline)
+	} else {
+		c.conn.SetDeadline(deadline)
+	}
 	if _, err := c.bw.Write(head); err != nil {
-		return &upstreamSendError{err}
+		return deadline, &upstreamSendError{err}
 	}
 	if hasBody {
 		if err := p.writeBody(c, r, rs, chunked, timeout); err != nil {
-			return err
+			return deadline, err
 		}
 	}
 	if err := c.bw.Flush(); err != nil {
-		return &upstreamSendError{err}
+		return deadline, &upstreamSendError{err}
 	}
-	return nil
+	return deadline, nil
 }
 
 // writeBody copies the request body, re-framed as it is sent (the server
