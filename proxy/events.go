@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cagent-dev/cagent/audit"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,13 +13,30 @@ import (
 // record emits the audit event of one decision and its canonical log line.
 // key is the policy entry (bounded cardinality) used as the metrics label.
 func (p *Proxy) record(ev *audit.Event, key string) {
-	if key == "" {
-		key = "-"
-	}
 	if ev.TS.IsZero() {
 		// Stamp the decision time here, so every sink (file, UI store,
 		// control-plane spool) records the same time, not its own.
 		ev.TS = p.clock()
+	}
+	p.emit(ev, key, time.Now())
+}
+
+// recordAt is record for a caller that has just read p.clock() (now): it
+// stamps the event with that reading, and with the real clock the log line
+// too, instead of reading the clock twice more.
+func (p *Proxy) recordAt(ev *audit.Event, key string, now time.Time) {
+	if ev.TS.IsZero() {
+		ev.TS = now
+	}
+	if !p.realClock {
+		now = time.Now() // the log line has the real time, as slog stamps it
+	}
+	p.emit(ev, key, now)
+}
+
+func (p *Proxy) emit(ev *audit.Event, key string, logTime time.Time) {
+	if key == "" {
+		key = "-"
 	}
 	p.metrics.count(ev, key)
 	level := slog.LevelInfo
@@ -26,7 +44,7 @@ func (p *Proxy) record(ev *audit.Event, key string) {
 		level = slog.LevelWarn
 	}
 	// One line per decision, always the same field names.
-	logEgress(p.log, level, ev)
+	logEgressAt(p.log, level, ev, logTime)
 	p.cfg.Audit.Emit(ev)
 }
 

@@ -44,7 +44,7 @@ type reqState struct {
 	// upstreamS is upstream.String() when the forwarder set upstream (its
 	// connection made the string once).
 	upstreamS string
-	over     bool // report mode: the budget would have stopped this request
+	over      bool // report mode: the budget would have stopped this request
 }
 
 func reqStateFrom(ctx context.Context) *reqState {
@@ -242,8 +242,9 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 	}
 	rs.mu.Unlock()
 	ev.BytesUp, ev.BytesDown = rs.bytesUp.Load(), rs.bytesDown.Load()
-	ev.DurationMS = p.clock().Sub(start).Milliseconds()
-	p.record(ev, d.key())
+	end := p.clock()
+	ev.DurationMS = end.Sub(start).Milliseconds()
+	p.recordAt(ev, d.key(), end)
 	if abort {
 		// The response was cut off after its header went out: end the
 		// client connection so the truncation cannot look like a complete

@@ -59,6 +59,12 @@ func egressAttrs(ev *audit.Event) []slog.Attr {
 // logEgress writes the canonical line through h's fast path or, for any
 // other handler, through slog.
 func logEgress(l *slog.Logger, level slog.Level, ev *audit.Event) {
+	logEgressAt(l, level, ev, time.Now())
+}
+
+// logEgressAt is logEgress with the time for the fast path's line (slog
+// stamps its own records).
+func logEgressAt(l *slog.Logger, level slog.Level, ev *audit.Event, t time.Time) {
 	h, ok := l.Handler().(*lineHandler)
 	if !ok {
 		l.LogAttrs(context.Background(), level, "egress", egressAttrs(ev)...)
@@ -68,7 +74,7 @@ func logEgress(l *slog.Logger, level slog.Level, ev *audit.Event) {
 		return
 	}
 	bp := lineBufs.Get().(*[]byte)
-	b := appendEgressLine((*bp)[:0], time.Now(), level, ev)
+	b := appendEgressLine((*bp)[:0], t, level, ev)
 	h.w.Write(b)
 	if cap(b) <= 4<<10 { // do not keep a huge path's buffer
 		*bp = b

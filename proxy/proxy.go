@@ -34,18 +34,21 @@ const copyBufSize = 32 << 10
 
 // Proxy is the egress proxy. Build one with New; it is safe for concurrent use.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	clock   func() time.Time
-	dialer  net.Dialer
-	ca      *tlsca.CA
-	budget  *budget.Tracker
-	limiter *ratelimit.Limiter
-	names   *nameBudget // distinct names resolved per wildcard entry
-	creds   *credential.Resolver
-	metrics *metrics
-	rp      *httputil.ReverseProxy
-	bufs    sync.Pool
+	cfg   Config
+	log   *slog.Logger
+	clock func() time.Time
+	// realClock: clock is time.Now (no Config.Clock), so a reading of it
+	// can stamp the log line as well as the event.
+	realClock bool
+	dialer    net.Dialer
+	ca        *tlsca.CA
+	budget    *budget.Tracker
+	limiter   *ratelimit.Limiter
+	names     *nameBudget // distinct names resolved per wildcard entry
+	creds     *credential.Resolver
+	metrics   *metrics
+	rp        *httputil.ReverseProxy
+	bufs      sync.Pool
 
 	st atomic.Pointer[state]
 
@@ -125,7 +128,8 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Audit == nil {
 		cfg.Audit = audit.Discard
 	}
-	if cfg.Clock == nil {
+	realClock := cfg.Clock == nil
+	if realClock {
 		cfg.Clock = time.Now
 	}
 	if cfg.Metrics == nil {
@@ -146,6 +150,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		clock:     cfg.Clock,
+		realClock: realClock,
 		dialer:    net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
 		ca:        ca,
 		budget:    bt,
