@@ -122,8 +122,26 @@ func appendIntField(b []byte, key string, v int64) []byte {
 
 // appendRFC3339Millis is slog's time format: RFC 3339 with exactly three
 // digits of milliseconds (truncated, not rounded).
+//
+// time.RFC3339 has a fast path in AppendFormat that other layouts lack
+// (their layout string is parsed on every call), so this formats RFC 3339
+// and inserts the milliseconds before the zone, which is "Z" or "±hh:mm"
+// in both layouts.
 func appendRFC3339Millis(b []byte, t time.Time) []byte {
-	return t.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = t.AppendFormat(b, time.RFC3339)
+	zone := 6
+	if b[len(b)-1] == 'Z' {
+		zone = 1
+	}
+	end := len(b) - zone // where the seconds end
+	b = append(b, "...."...)
+	copy(b[end+4:], b[end:end+zone])
+	ms := t.Nanosecond() / 1e6
+	b[end] = '.'
+	b[end+1] = byte('0' + ms/100)
+	b[end+2] = byte('0' + ms/10%10)
+	b[end+3] = byte('0' + ms%10)
+	return b
 }
 
 // appendTextString appends s as slog's TextHandler does: quoted (Go
@@ -132,9 +150,30 @@ func appendRFC3339Millis(b []byte, t time.Time) []byte {
 // method, host) go through here, so a line can never be split or forged.
 func appendTextString(b []byte, s string) []byte {
 	if textNeedsQuoting(s) {
-		return strconv.AppendQuote(b, s)
+		return appendQuote(b, s)
 	}
 	return append(b, s...)
+}
+
+// appendQuote is strconv.AppendQuote, done here for printable ASCII (empty
+// fields, a rule with a space), in which only '"' and '\\' are escaped.
+func appendQuote(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c > '~' {
+			return strconv.AppendQuote(b, s)
+		}
+	}
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '"' || c == '\\' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', c)
+			start = i + 1
+		}
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // textNeedsQuoting is slog's needsQuoting (log/slog/text_handler.go).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,71 @@ func TestLogEgress(t *testing.T) {
 				t.Fatalf("got %q, want one line containing %q", out, tt.want)
 			}
 		})
+	}
+}
+
+// appendRFC3339Millis must write what the layout it replaces writes, for
+// any time: zero and trailing-zero fractions, years of fewer or more than
+// four digits, zones east and west, offsets with seconds (LMT zones).
+func TestAppendRFC3339Millis(t *testing.T) {
+	const layout = "2006-01-02T15:04:05.000Z07:00"
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("W", -7*3600-1800), time.FixedZone("E", 5*3600+45*60),
+		time.FixedZone("S", 30), time.FixedZone("-S", -30), time.FixedZone("-M", -59), time.FixedZone("LMT", -(4*3600 + 56*60 + 2))}
+	if ny, err := time.LoadLocation("America/New_York"); err == nil {
+		zones = append(zones, ny) // LMT before 1883
+	}
+	check := func(tm time.Time) {
+		t.Helper()
+		want := tm.AppendFormat([]byte("x"), layout)
+		if got := appendRFC3339Millis([]byte("x"), tm); string(got) != string(want) {
+			t.Fatalf("%v: got %q, want %q", tm, got, want)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	nanos := []int{0, 1, 999_999, 1_000_000, 10_000_000, 100_000_000, 120_000_000, 999_999_999, 5_000}
+	for i := range 200000 {
+		var sec int64
+		switch i % 4 {
+		case 0: // around now
+			sec = time.Now().Unix() + rng.Int64N(1<<32) - 1<<31
+		case 1: // years 0000-9999
+			sec = rng.Int64N(253402300800+62135596800) - 62135596800
+		default: // anything, negative and five-digit years included
+			sec = rng.Int64N(1<<40) - 1<<39
+		}
+		ns := rng.IntN(1e9)
+		if i%3 == 0 {
+			ns = nanos[rng.IntN(len(nanos))]
+		}
+		check(time.Unix(sec, int64(ns)).In(zones[rng.IntN(len(zones))]))
+	}
+	check(time.Time{})
+	check(time.Now())
+	check(time.Date(999, 1, 1, 0, 0, 0, 0, time.UTC))
+	check(time.Date(-1, 12, 31, 23, 59, 59, 999_000_000, time.UTC))
+	check(time.Date(10000, 1, 1, 0, 0, 0, 1_000_000, time.UTC))
+}
+
+func TestAppendQuoteMatchesStrconv(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range 100000 {
+		var b []byte
+		switch {
+		case i < 256:
+			b = []byte{byte(i)}
+		case i%2 == 0: // printable ASCII, quotes and backslashes
+			b = make([]byte, rng.IntN(20))
+			for j := range b {
+				b[j] = " \"\\a=~"[rng.IntN(6)]
+			}
+		default:
+			b = make([]byte, rng.IntN(20))
+			for j := range b {
+				b[j] = byte(rng.IntN(256))
+			}
+		}
+		if got, want := appendQuote([]byte("x"), string(b)), strconv.AppendQuote([]byte("x"), string(b)); string(got) != string(want) {
+			t.Fatalf("%q: got %s, want %s", b, got, want)
+		}
 	}
 }
