@@ -83,8 +83,13 @@ type upConn struct {
 
 	limit int64 // bytes the reader may still read (bounds header blocks)
 	nread int64 // bytes read since the request was written
+	// staleRD: the response header's read deadline is still set on conn
+	// but no longer applies. Read clears it before it next reads from
+	// conn; a body that came in with the header never needs that (nor the
+	// timer update). Setting a new read deadline resets it (setDeadlines).
+	staleRD bool
 
-	peekFn  func(fd uintptr) bool // the idle check, made once
+	peekFn  func(fd uintptr)      // the idle check, made once
 	peeked  bool                  // the idle check found data or EOF
 	closeFn func()                // closes raw, made once for the per-request context.AfterFunc
 }
@@ -96,6 +101,10 @@ func (c *upConn) Read(b []byte) (int, error) {
 	if int64(len(b)) > c.limit {
 		b = b[:c.limit]
 	}
+	if c.staleRD {
+		c.staleRD = false
+		c.conn.SetReadDeadline(time.Time{})
+	}
 	n, err := c.conn.Read(b)
 	c.limit -= int64(n)
 	c.nread += int64(n)
@@ -103,6 +112,18 @@ func (c *upConn) Read(b []byte) (int, error) {
 }
 
 func (c *upConn) close() { c.conn.Close() }
+
+// setReadDeadline and setDeadline set conn's deadlines; the read deadline
+// they set applies (it is not stale).
+func (c *upConn) setReadDeadline(t time.Time) {
+	c.staleRD = false
+	c.conn.SetReadDeadline(t)
+}
+
+func (c *upConn) setDeadline(t time.Time) {
+	c.staleRD = false
+	c.conn.SetDeadline(t)
+}
 
 // usable reports whether an idle connection can carry a request: nothing
 // arrived on it while it was idle (neither an EOF, nor an unsolicited
@@ -121,7 +142,9 @@ func (c *upConn) usable() bool {
 		return true // not a socket (a tunnel through an upstream proxy with replayed bytes)
 	}
 	c.peeked = false
-	if err := c.rc.Read(c.peekFn); err != nil {
+	// Control, not Read: the peek never waits, and a stale read deadline
+	// (staleRD) that expired while the connection was idle must not fail it.
+	if err := c.rc.Control(c.peekFn); err != nil {
 		return false
 	}
 	return !c.peeked
@@ -139,7 +162,7 @@ func newUpConn(key upstreamKey, conn, raw net.Conn, addr netip.AddrPort) *upConn
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.rc = rc
 			b := new([1]byte)
-			c.peekFn = func(fd uintptr) bool {
+			c.peekFn = func(fd uintptr) {
 				// recvfrom without an address: unix.Recvfrom allocates one
 				// per call. The socket is non-blocking and MSG_DONTWAIT
 				// never waits, so the raw form (no scheduler hand-off) fits.
@@ -147,7 +170,6 @@ func newUpConn(key upstreamKey, conn, raw net.Conn, addr netip.AddrPort) *upConn
 				// Data, EOF (both succeed) or any error but "nothing there
 				// yet" makes the connection unusable.
 				c.peeked = errno != unix.EAGAIN
-				return true // never wait for readability
 			}
 		}
 	}
@@ -411,7 +433,7 @@ func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *
 		// sent. (A request without a body is sent as its head is written,
 		// and writeRequest set one deadline for both.)
 		deadline = time.Now().Add(timeout)
-		c.conn.SetReadDeadline(deadline)
+		c.setReadDeadline(deadline)
 	}
 	n1xx := 0
 	for {
@@ -444,7 +466,7 @@ func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *
 			continue
 		}
 		c.limit = math.MaxInt64
-		c.conn.SetReadDeadline(time.Time{})
+		c.staleRD = true // the body may take its time
 		if code == http.StatusSwitchingProtocols {
 			return nil, errors.New("upstream switched protocols for a request that asked for no upgrade")
 		}
@@ -478,7 +500,7 @@ func (p *Proxy) writeRequest(c *upConn, r *http.Request, rs *reqState, hasBody b
 	if hasBody {
 		c.conn.SetWriteDeadline(deadline)
 	} else {
-		c.conn.SetDeadline(deadline)
+		c.setDeadline(deadline)
 	}
 	if _, err := c.bw.Write(head); err != nil {
 		return deadline, &upstreamSendError{err}
