@@ -89,9 +89,9 @@ type upConn struct {
 	// timer update). Setting a new read deadline resets it (setDeadlines).
 	staleRD bool
 
-	peekFn  func(fd uintptr)      // the idle check, made once
-	peeked  bool                  // the idle check found data or EOF
-	closeFn func()                // closes raw, made once for the per-request context.AfterFunc
+	peekFn  func(fd uintptr) // the idle check, made once
+	peeked  bool             // the idle check found data or EOF
+	closeFn func()           // closes raw, made once for the per-request context.AfterFunc
 }
 
 func (c *upConn) Read(b []byte) (int, error) {
