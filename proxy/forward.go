@@ -86,7 +86,7 @@ type upConn struct {
 	// staleRD: the response header's read deadline is still set on conn
 	// but no longer applies. Read clears it before it next reads from
 	// conn; a body that came in with the header never needs that (nor the
-	// timer update). Setting a new read deadline resets it (setDeadlines).
+	// timer update). Setting a new read deadline resets it (setReadDeadline, setDeadline).
 	staleRD bool
 
 	peekFn  func(fd uintptr) // the idle check, made once

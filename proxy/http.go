@@ -45,6 +45,11 @@ type reqState struct {
 	// connection made the string once).
 	upstreamS string
 	over      bool // report mode: the budget would have stopped this request
+
+	// The request's destination and event, allocated with it (handleHTTP)
+	// rather than on their own. Sinks copy events, never keep the pointer.
+	dest dest
+	ev   audit.Event
 }
 
 func reqStateFrom(ctx context.Context) *reqState {
@@ -125,7 +130,13 @@ func (p *Proxy) refuseEarly(w http.ResponseWriter, r *http.Request, scheme, host
 }
 
 func (p *Proxy) newEvent(typ string, r *http.Request) *audit.Event {
-	return &audit.Event{
+	ev := new(audit.Event)
+	p.initEvent(ev, typ, r)
+	return ev
+}
+
+func (p *Proxy) initEvent(ev *audit.Event, typ string, r *http.Request) {
+	*ev = audit.Event{
 		Type:   typ,
 		Agent:  p.cfg.Agent,
 		Method: r.Method,
@@ -137,11 +148,14 @@ func (p *Proxy) newEvent(typ string, r *http.Request) *audit.Event {
 // handleHTTP decides and forwards one HTTP request.
 func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a authority, clientScheme string, intercepted bool) {
 	start := p.clock()
-	ev := p.newEvent(audit.TypeHTTP, r)
+	rs := &reqState{st: st}
+	ev := &rs.ev
+	p.initEvent(ev, audit.TypeHTTP, r)
 	ev.Scheme, ev.Host, ev.Port, ev.Intercepted = clientScheme, a.host, a.port, intercepted
-	path := r.URL.EscapedPath()
+	path := ev.Path
 
-	d, dn := matchDest(st.pol, a)
+	d := &rs.dest
+	dn := matchDestInto(d, st.pol, a)
 	st.nameDest(d)
 	upScheme := clientScheme
 	if d.alias {
@@ -185,7 +199,7 @@ func (p *Proxy) handleHTTP(w http.ResponseWriter, r *http.Request, st *state, a 
 		ev.Host, ev.Port = d.auth.host, d.auth.port
 	}
 
-	rs := &reqState{st: st, d: d, scheme: upScheme, key: d.key(), enforcing: st.pol.Enforcing()}
+	rs.d, rs.scheme, rs.key, rs.enforcing = d, upScheme, d.key(), st.pol.Enforcing()
 	rs.limit = int64(st.pol.EgressLimitFor(d.entry))
 	if d.entry != nil && d.entry.Credential != nil {
 		c := d.entry.Credential

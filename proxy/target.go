@@ -228,42 +228,48 @@ func (d *dest) rule() string {
 // matchDest finds the policy entry for a. It returns the dest even when
 // denying, so report mode can go on with it.
 func matchDest(pol *policy.Policy, a authority) (*dest, *denial) {
-	d := &dest{auth: a}
+	d := new(dest)
+	return d, matchDestInto(d, pol, a)
+}
+
+// matchDestInto is matchDest filling in a dest the caller allocated.
+func matchDestInto(d *dest, pol *policy.Policy, a authority) *denial {
+	*d = dest{auth: a}
 	if a.ip.IsValid() {
 		if netclass.Of(a.ip) == netclass.Metadata {
-			return d, deny(codeForbidden, 403, "netclass metadata", "%s is a cloud metadata address, which is never reachable", a.host)
+			return deny(codeForbidden, 403, "netclass metadata", "%s is a cloud metadata address, which is never reachable", a.host)
 		}
 		d.rng = pol.IPRangeFor(a.ip, a.port)
 		if d.rng == nil {
-			return d, deny(codeDestination, 403, "ip_ranges", "IP address %s port %d is not in ip_ranges; use the host name, or ask the operator to add the range", a.host, a.port)
+			return deny(codeDestination, 403, "ip_ranges", "IP address %s port %d is not in ip_ranges; use the host name, or ask the operator to add the range", a.host, a.port)
 		}
-		return d, nil
+		return nil
 	}
 	if policy.IsAliasHost(a.host) {
 		e := pol.LookupAlias(a.host)
 		if e == nil {
-			return d, deny(codeDestination, 403, "domains", "%s is not a configured alias", a.host)
+			return deny(codeDestination, 403, "domains", "%s is not a configured alias", a.host)
 		}
 		d.entry, d.alias = e, true
 		// The alias stands for https://<domain>/ on the default port.
 		d.auth = authority{host: e.Domain, port: 443}
 		if !e.PortAllowed(443) {
-			return d, deny(codeDestination, 403, "domains "+e.Domain+" ports", "the alias %s goes to %s port 443, which the entry's ports do not allow", a.host, e.Domain)
+			return deny(codeDestination, 403, "domains "+e.Domain+" ports", "the alias %s goes to %s port 443, which the entry's ports do not allow", a.host, e.Domain)
 		}
-		return d, nil
+		return nil
 	}
 	d.entry = pol.Lookup(a.host)
 	if d.entry == nil {
-		return d, deny(codeDestination, 403, "domains", "%s is not in the allowlist; ask the operator to add it to domains", a.host)
+		return deny(codeDestination, 403, "domains", "%s is not in the allowlist; ask the operator to add it to domains", a.host)
 	}
 	if !d.entry.PortAllowed(a.port) {
 		ports := "80 and 443"
 		if len(d.entry.Ports) > 0 {
 			ports = strings.Trim(fmt.Sprint(d.entry.Ports), "[]")
 		}
-		return d, deny(codeDestination, 403, "domains "+d.entry.Domain+" ports", "port %d is not allowed for %s (allowed: %s)", a.port, a.host, ports)
+		return deny(codeDestination, 403, "domains "+d.entry.Domain+" ports", "port %d is not allowed for %s (allowed: %s)", a.port, a.host, ports)
 	}
-	return d, nil
+	return nil
 }
 
 // checkRequest applies the method and path rules of d's entry.
