@@ -457,10 +457,7 @@ func (p *Proxy) exchange(w http.ResponseWriter, c *upConn, r *http.Request, rs *
 				return nil, errors.New("too many 1xx responses from upstream")
 			}
 			h := w.Header()
-			removeHopByHop(resp.Header)
-			for k, vv := range resp.Header {
-				h[k] = vv
-			}
+			copyEndToEnd(h, resp.Header)
 			w.WriteHeader(code)
 			clear(h)
 			continue
@@ -712,6 +709,31 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
+// copyEndToEnd copies src to dst without the headers removeHopByHop
+// removes. Without a Connection header that is the fixed list, skipped as
+// it is copied instead of deleted one by one (nine map deletes per
+// response); src then keeps them.
+func copyEndToEnd(dst, src http.Header) {
+	if _, ok := src["Connection"]; ok {
+		removeHopByHop(src)
+	}
+	for k, vv := range src {
+		if isHopHeader(k) {
+			continue
+		}
+		dst[k] = vv
+	}
+}
+
+// isHopHeader reports whether k is in hopHeaders.
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
 // appendRequestURI appends the origin-form target: the escaped path (or
 // "/") and the query, cleaned as httputil.ReverseProxy cleans it.
 func appendRequestURI(b []byte, u *url.URL) []byte {
@@ -764,11 +786,8 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rs *reqState, c *u
 	rs.mu.Lock()
 	rs.status = resp.StatusCode
 	rs.mu.Unlock()
-	removeHopByHop(resp.Header)
 	h := w.Header()
-	for k, vv := range resp.Header {
-		h[k] = vv
-	}
+	copyEndToEnd(h, resp.Header)
 	announced := len(resp.Trailer)
 	if announced > 0 {
 		keys := make([]string, 0, announced)
