@@ -363,7 +363,9 @@ func checkMethodOverride(d *dest, h http.Header) *denial {
 // as hop-by-hop and does not count.
 func upgradeProtocols(h http.Header) []string {
 	named := false
-	for _, v := range h.Values("Connection") {
+	// Direct map reads: the keys are canonical, and Values would
+	// canonicalize them again on every request.
+	for _, v := range h["Connection"] {
 		for _, tok := range strings.Split(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
 				named = true
@@ -374,7 +376,7 @@ func upgradeProtocols(h http.Header) []string {
 		return nil
 	}
 	var out []string
-	for _, v := range h.Values("Upgrade") {
+	for _, v := range h["Upgrade"] {
 		for _, tok := range strings.Split(v, ",") {
 			tok = strings.ToLower(strings.TrimSpace(tok))
 			if i := strings.IndexByte(tok, '/'); i >= 0 {
