@@ -5,7 +5,7 @@ PKGS    ?= ./...
 # Root and namespace tests run in CI; TIMEOUT bounds the whole suite.
 TIMEOUT ?= 15m
 
-.PHONY: all build test vet fuzz bench clean ui up
+.PHONY: all build test vet fuzz bench pgo clean ui up
 
 all: build
 
@@ -39,6 +39,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Regenerate cmd/cagent/default.pgo, the profile `go build` uses for
+# profile-guided optimisation of the binary (see scripts/pgo.sh).
+pgo:
+	./scripts/pgo.sh
 
 clean:
 	rm -rf bin
