@@ -9,7 +9,9 @@
 // Modes: connect-down (bulk download through CONNECT, MB/s), connect-rtt
 // (request latency inside one tunnel), https (keep-alive HTTPS req/s and
 // latency), connect-open (tunnel setup time, one CONNECT after another),
-// hold (open N tunnels and keep them until stdin closes).
+// hold (open N tunnels and keep them until stdin closes), http-count
+// (exactly --requests absolute-form GETs through the proxy, for
+// bench/proxy/instr.sh).
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -187,15 +190,66 @@ func dialVia(proxy, target string) (net.Conn, error) {
 
 func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
-	mode := fs.String("mode", "connect-down", "connect-down | connect-rtt | connect-open | https | hold")
+	mode := fs.String("mode", "connect-down", "connect-down | connect-rtt | connect-open | https | hold | http-count")
 	proxy := fs.String("proxy", "", "proxy address (empty: direct)")
 	target := fs.String("target", "127.0.0.1:18099", "host:port")
 	conns := fs.Int("conns", 1, "parallel connections")
 	dur := fs.Duration("duration", 5*time.Second, "how long")
 	caFile := fs.String("ca", "", "PEM roots for https mode (upstream CA and the proxy's)")
+	requests := fs.Int("requests", 1000, "http-count: how many requests in all")
 	fs.Parse(args)
 
 	switch *mode {
+	case "http-count":
+		// Exactly -requests absolute-form GETs for target, through the
+		// explicit proxy, over -conns keep-alive connections: a fixed amount
+		// of work, for counting what the proxy spends per request.
+		if *proxy == "" {
+			return errors.New("http-count needs --proxy")
+		}
+		req := fmt.Sprintf("GET http://%s/ HTTP/1.1\r\nHost: %s\r\nUser-Agent: benchtool\r\nAccept: */*\r\n\r\n", *target, *target)
+		var wg sync.WaitGroup
+		errc := make(chan error, *conns)
+		for i := 0; i < *conns; i++ {
+			n := *requests / *conns
+			if i < *requests%*conns {
+				n++
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := net.Dial("tcp", *proxy)
+				if err != nil {
+					errc <- err
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for j := 0; j < n; j++ {
+					if _, err := io.WriteString(c, req); err != nil {
+						errc <- err
+						return
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						errc <- err
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						errc <- fmt.Errorf("status %s (%s)", resp.Status, resp.Header.Get("X-Cagent-Deny-Reason"))
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		if err := <-errc; err != nil {
+			return err
+		}
+		fmt.Printf("requests=%d\n", *requests)
 	case "connect-down":
 		var total atomic.Int64
 		var wg sync.WaitGroup
