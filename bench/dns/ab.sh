@@ -26,14 +26,9 @@ DNSMASQ=${DNSMASQ:-1}
 SRV=(taskset -c "${SERVER_CPU:-0}") CLI=(taskset -c "${CLIENT_CPU:-1}")
 
 cd "$(dirname "$0")/../.."
-WORK=$(mktemp -d /tmp/cagent-dnsab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_workdir dnsab
+WORK=$W
 
 go build -o "$WORK/upstream" ./bench/dns/upstream
 UP=127.0.0.77:5300

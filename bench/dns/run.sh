@@ -35,14 +35,9 @@ if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf dnsmasq unbound >/dev/null
 fi
 
-WORK=$(mktemp -d /tmp/cagent-dnsbench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_workdir dnsbench
+WORK=$W
 
 UP=127.0.0.77
 UP_PORT=5300

@@ -23,14 +23,8 @@ if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then ON_PROXY="taskset -c 0" ON_LOAD=
 command -v wrk >/dev/null || { echo "missing wrk" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" || true
 
-W=$(mktemp -d /tmp/cagent-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_workdir ab
 
 go build -o "$W/benchtool" ./bench/proxy/benchtool
 UP_HTTP=127.0.0.1:18180
@@ -52,7 +46,6 @@ start() { # binary port name
 # Not in a $(...) subshell: PIDS must reach cleanup.
 start "$A" 13228 a; PA=${PIDS[-1]}
 start "$B" 13229 b; PB=${PIDS[-1]}
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }
 for a in $UP_HTTP 127.0.0.1:13228 127.0.0.1:13229; do wait_port $a; done
 sleep 1
 
@@ -60,7 +53,6 @@ cat > "$W/abs.lua" <<LUA
 wrk.path = "http://$UP_HTTP/"
 wrk.headers["Host"] = "$UP_HTTP"
 LUA
-ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 HZ=$(getconf CLK_TCK)
 rps() { awk '/Requests\/sec/ {print $2}'; }
 run() { # pid port -> "rps us_per_req"

@@ -26,14 +26,8 @@ cd "$(dirname "$0")/../.."
 command -v valgrind >/dev/null || { echo "missing valgrind (apt-get install -y valgrind)" >&2; exit 1; }
 N=${N:-6000}
 CONNS=${CONNS:-4}
-W=$(mktemp -d /tmp/cagent-instr.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+. bench/lib.sh
+bench_workdir instr
 
 go build -o "$W/benchtool" ./bench/proxy/benchtool
 UP=127.0.0.1:18280 PX=127.0.0.1:13328
@@ -45,7 +39,6 @@ egress_limits: {default: 1000GiB}
 ip_ranges:
   - {cidr: 127.0.0.1/32}
 YAML
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }
 wait_port $UP
 for b in "$@"; do
   b=$(realpath "$b")
@@ -55,7 +48,7 @@ for b in "$@"; do
     --state-dir "$W/state" --audit-log "$W/audit.jsonl" > "$W/proxy.out" 2> "$W/proxy.log" &
   vp=$!
   PIDS+=($vp)
-  wait_port $PX
+  wait_port $PX 300 # valgrind starts slowly
   "$W/benchtool" load --mode http-count --requests 400 --conns $CONNS --proxy $PX --target $UP > /dev/null
   callgrind_control --zero $vp > /dev/null 2>&1
   "$W/benchtool" load --mode http-count --requests $N --conns $CONNS --proxy $PX --target $UP > /dev/null

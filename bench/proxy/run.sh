@@ -57,15 +57,9 @@ fi
 command -v unshare >/dev/null || { echo "missing unshare" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)" || true
 
-W=$(mktemp -d /tmp/cagent-bench.XXXXXX)
+. bench/lib.sh
+bench_workdir bench
 chmod 755 "$W"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
 
 echo "building..." >&2
 if [ -n "${CAGENT_BIN:-}" ]; then cp "$CAGENT_BIN" "$W/cagent"; else CGO_ENABLED=0 go build -o "$W/cagent" ./cmd/cagent; fi
@@ -170,14 +164,9 @@ CONF
 $ON_PROXY haproxy -db -f "$W/haproxy.cfg" > "$W/haproxy.out" 2>&1 &
 HAP_PID=$!; PIDS+=($HAP_PID)
 
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/${1%:*}/${1##*:}) 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1" >&2; exit 1; }
 for a in $UP_HTTP $UP_TLS $UP_RAW $P_CAGENT $P_SQUID $P_TINY $P_HAP_HTTP $P_HAP_TCP; do wait_port $a; done
 sleep 1
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$1/status; }
-# CPU time (user+system, clock ticks) a process has used; with the work done
-# in between it gives CPU per request or per MB, which the machine's other
-# load disturbs far less than req/s does.
-ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 HZ=$(getconf CLK_TCK)
 per() { awk -v t="$1" -v n="$2" -v hz=$HZ -v s="$3" 'BEGIN { if (n+0 == 0) print "-"; else printf "%.1f", t/hz*1e6/(n*s) }'; }
 RSS_IDLE_CAGENT=$(rss $CAGENT_PID) RSS_IDLE_SQUID=$(rss $SQUID_PID) RSS_IDLE_TINY=$(rss $TINY_PID) RSS_IDLE_HAP=$(rss $HAP_PID)
