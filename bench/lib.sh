@@ -31,3 +31,22 @@ wait_port() {
 # has used; around a load it gives CPU per request, which the machine's other
 # load disturbs far less than the request rate.
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+
+# bench_upstream BASE starts benchtool's servers ($W/benchtool) on
+# 127.0.0.1 — HTTP on BASE+80 (UP_HTTP), TLS on BASE+443, raw TCP on
+# BASE+99, DNS for *.test on BASE+53 — under $ON_LOAD (a taskset prefix, or
+# nothing), and writes $W/cagent.yaml: a policy that reaches 127.0.0.1
+# through ip_ranges (so no name is resolved) and whose DNS upstream is
+# benchtool's.
+bench_upstream() {
+  UP_HTTP=127.0.0.1:$(($1 + 80))
+  ${ON_LOAD:-} "$W/benchtool" serve --dir "$W" --http "$UP_HTTP" --tls 127.0.0.1:$(($1 + 443)) \
+    --raw 127.0.0.1:$(($1 + 99)) --dns 127.0.0.1:$(($1 + 53)) > "$W/serve.out" 2>&1 &
+  PIDS+=($!)
+  cat > "$W/cagent.yaml" <<YAML
+dns: {upstream: ["127.0.0.1:$(($1 + 53))"]}
+egress_limits: {default: 1000GiB}
+ip_ranges:
+  - {cidr: 127.0.0.1/32}
+YAML
+}

@@ -27,16 +27,7 @@ ulimit -n "$(ulimit -Hn)" || true
 bench_workdir ab
 
 go build -o "$W/benchtool" ./bench/proxy/benchtool
-UP_HTTP=127.0.0.1:18180
-$ON_LOAD "$W/benchtool" serve --dir "$W" --http $UP_HTTP --tls 127.0.0.1:18543 --raw 127.0.0.1:18199 --dns 127.0.0.1:18153 > "$W/serve.out" 2>&1 &
-PIDS+=($!)
-
-cat > "$W/cagent.yaml" <<YAML
-dns: {upstream: ["127.0.0.1:18153"]}
-egress_limits: {default: 1000GiB}
-ip_ranges:
-  - {cidr: 127.0.0.1/32}
-YAML
+bench_upstream 18100
 start() { # binary port name
   mkdir -p "$W/$3"
   $ON_PROXY "$1" proxy --config "$W/cagent.yaml" --listen 127.0.0.1:$2 --admin 127.0.0.1:$(( $2 + 100 )) \

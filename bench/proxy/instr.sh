@@ -30,15 +30,8 @@ CONNS=${CONNS:-4}
 bench_workdir instr
 
 go build -o "$W/benchtool" ./bench/proxy/benchtool
-UP=127.0.0.1:18280 PX=127.0.0.1:13328
-"$W/benchtool" serve --dir "$W" --http $UP --tls 127.0.0.1:18643 --raw 127.0.0.1:18299 --dns 127.0.0.1:18253 > "$W/serve.out" 2>&1 &
-PIDS+=($!)
-cat > "$W/cagent.yaml" <<YAML
-dns: {upstream: ["127.0.0.1:18253"]}
-egress_limits: {default: 1000GiB}
-ip_ranges:
-  - {cidr: 127.0.0.1/32}
-YAML
+bench_upstream 18200
+UP=$UP_HTTP PX=127.0.0.1:13328
 wait_port $UP
 for b in "$@"; do
   b=$(realpath "$b")
