@@ -788,6 +788,11 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rs *reqState, c *u
 	rs.mu.Unlock()
 	h := w.Header()
 	copyEndToEnd(h, resp.Header)
+	if _, ok := h["Content-Type"]; !ok {
+		// A nil value stops net/http's server from sniffing the body and
+		// adding a type the origin never sent.
+		h["Content-Type"] = nil
+	}
 	announced := len(resp.Trailer)
 	if announced > 0 {
 		keys := make([]string, 0, announced)
