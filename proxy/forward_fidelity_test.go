@@ -11,14 +11,7 @@ import (
 // and add its guess, and a proxy must not change what the origin said its
 // content is.
 func TestForwardAddsNoContentType(t *testing.T) {
-	u := startRaw(t, func(c *rawConn) {
-		for {
-			if _, _, err := c.readRequest(); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>")
-		}
-	})
+	u := startRaw(t, serveKeepAlive("<html>hi</html>")) // no Content-Type
 	e := newEnv(t, withPort(rawPolicy, u.port))
 	resp, err := e.client().Get(fmt.Sprintf("http://raw.test:%d/", u.port))
 	if err != nil {
