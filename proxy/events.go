@@ -13,12 +13,7 @@ import (
 // record emits the audit event of one decision and its canonical log line.
 // key is the policy entry (bounded cardinality) used as the metrics label.
 func (p *Proxy) record(ev *audit.Event, key string) {
-	if ev.TS.IsZero() {
-		// Stamp the decision time here, so every sink (file, UI store,
-		// control-plane spool) records the same time, not its own.
-		ev.TS = p.clock()
-	}
-	p.emit(ev, key, time.Now())
+	p.recordAt(ev, key, p.clock())
 }
 
 // recordAt is record for a caller that has just read p.clock() (now): it
@@ -26,15 +21,13 @@ func (p *Proxy) record(ev *audit.Event, key string) {
 // too, instead of reading the clock twice more.
 func (p *Proxy) recordAt(ev *audit.Event, key string, now time.Time) {
 	if ev.TS.IsZero() {
+		// Stamp the decision time here, so every sink (file, UI store,
+		// control-plane spool) records the same time, not its own.
 		ev.TS = now
 	}
 	if !p.realClock {
 		now = time.Now() // the log line has the real time, as slog stamps it
 	}
-	p.emit(ev, key, now)
-}
-
-func (p *Proxy) emit(ev *audit.Event, key string, logTime time.Time) {
 	if key == "" {
 		key = "-"
 	}
@@ -44,7 +37,7 @@ func (p *Proxy) emit(ev *audit.Event, key string, logTime time.Time) {
 		level = slog.LevelWarn
 	}
 	// One line per decision, always the same field names.
-	logEgressAt(p.log, level, ev, logTime)
+	logEgressAt(p.log, level, ev, now)
 	p.cfg.Audit.Emit(ev)
 }
 

@@ -56,14 +56,8 @@ func egressAttrs(ev *audit.Event) []slog.Attr {
 	}
 }
 
-// logEgress writes the canonical line through h's fast path or, for any
-// other handler, through slog.
-func logEgress(l *slog.Logger, level slog.Level, ev *audit.Event) {
-	logEgressAt(l, level, ev, time.Now())
-}
-
-// logEgressAt is logEgress with the time for the fast path's line (slog
-// stamps its own records).
+// logEgressAt writes the canonical line through h's fast path, stamped t,
+// or, for any other handler, through slog (which stamps its own records).
 func logEgressAt(l *slog.Logger, level slog.Level, ev *audit.Event, t time.Time) {
 	h, ok := l.Handler().(*lineHandler)
 	if !ok {

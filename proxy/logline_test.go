@@ -91,7 +91,7 @@ func TestLogEgress(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			logEgress(tt.log(&buf), tt.level, ev)
+			logEgressAt(tt.log(&buf), tt.level, ev, time.Now())
 			out := buf.String()
 			if tt.want == "" {
 				if out != "" {
