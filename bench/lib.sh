@@ -32,6 +32,10 @@ wait_port() {
 # load disturbs far less than the request rate.
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
+# per TICKS N SECONDS prints the CPU microseconds per unit of N units per
+# second over SECONDS (TICKS from ticks), or "-" when N is 0.
+per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" -v s="$3" 'BEGIN { if (n+0 == 0) print "-"; else printf "%.1f", t/hz*1e6/(n*s) }'; }
+
 # bench_upstream BASE starts benchtool's servers ($W/benchtool) on
 # 127.0.0.1 — HTTP on BASE+80 (UP_HTTP), TLS on BASE+443, raw TCP on
 # BASE+99, DNS for *.test on BASE+53 — under $ON_LOAD (a taskset prefix, or

@@ -44,14 +44,13 @@ cat > "$W/abs.lua" <<LUA
 wrk.path = "http://$UP_HTTP/"
 wrk.headers["Host"] = "$UP_HTTP"
 LUA
-HZ=$(getconf CLK_TCK)
 rps() { awk '/Requests\/sec/ {print $2}'; }
 run() { # pid port -> "rps us_per_req"
   local t0 out r
   t0=$(ticks $1)
   out=$($ON_LOAD wrk -t2 -c$CONNS -d${DUR}s -s "$W/abs.lua" "http://127.0.0.1:$2/")
   r=$(rps <<<"$out")
-  awk -v t=$(( $(ticks $1) - t0 )) -v hz=$HZ -v r="$r" -v d=$DUR 'BEGIN { printf "%s %.1f", r, t/hz*1e6/(r*d) }'
+  echo "$r $(per $(( $(ticks $1) - t0 )) "$r" $DUR)"
 }
 # warm-up: connections, pools, heap
 run $PA 13228 >/dev/null; run $PB 13229 >/dev/null

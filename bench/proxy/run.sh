@@ -167,8 +167,6 @@ HAP_PID=$!; PIDS+=($HAP_PID)
 for a in $UP_HTTP $UP_TLS $UP_RAW $P_CAGENT $P_SQUID $P_TINY $P_HAP_HTTP $P_HAP_TCP; do wait_port $a; done
 sleep 1
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$1/status; }
-HZ=$(getconf CLK_TCK)
-per() { awk -v t="$1" -v n="$2" -v hz=$HZ -v s="$3" 'BEGIN { if (n+0 == 0) print "-"; else printf "%.1f", t/hz*1e6/(n*s) }'; }
 RSS_IDLE_CAGENT=$(rss $CAGENT_PID) RSS_IDLE_SQUID=$(rss $SQUID_PID) RSS_IDLE_TINY=$(rss $TINY_PID) RSS_IDLE_HAP=$(rss $HAP_PID)
 
 "$W/cagent" ca export --state-dir "$W/state" > "$W/roots.pem"
