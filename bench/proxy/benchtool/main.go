@@ -188,6 +188,24 @@ func dialVia(proxy, target string) (net.Conn, error) {
 	return c, nil
 }
 
+// roundTrip writes one request on c and reads its response from br: an
+// error unless it is a 200 (a denial's reason included).
+func roundTrip(c net.Conn, br *bufio.Reader, req string) error {
+	if _, err := io.WriteString(c, req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %s (%s)", resp.Status, resp.Header.Get("X-Cagent-Deny-Reason"))
+	}
+	return nil
+}
+
 func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	mode := fs.String("mode", "connect-down", "connect-down | connect-rtt | connect-open | https | hold | http-count")
@@ -226,19 +244,8 @@ func load(args []string) error {
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for j := 0; j < n; j++ {
-					if _, err := io.WriteString(c, req); err != nil {
+					if err := roundTrip(c, br, req); err != nil {
 						errc <- err
-						return
-					}
-					resp, err := http.ReadResponse(br, nil)
-					if err != nil {
-						errc <- err
-						return
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						errc <- fmt.Errorf("status %s (%s)", resp.Status, resp.Header.Get("X-Cagent-Deny-Reason"))
 						return
 					}
 				}
@@ -300,15 +307,8 @@ func load(args []string) error {
 		end := time.Now().Add(*dur)
 		for time.Now().Before(end) {
 			t0 := time.Now()
-			io.WriteString(c, req)
-			resp, err := http.ReadResponse(br, nil)
-			if err != nil {
+			if err := roundTrip(c, br, req); err != nil {
 				return err
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("status %s", resp.Status)
 			}
 			lat = append(lat, time.Since(t0))
 		}
