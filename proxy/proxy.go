@@ -184,7 +184,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.innerLn = newChanListener()
 	p.inner = &http.Server{
 		Handler:           http.HandlerFunc(p.serveIntercepted),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       cfg.Policy.Proxy.IdleTimeout.D(),
 		MaxHeaderBytes:    int(cfg.Policy.Proxy.MaxHeaderBytes),
 		ErrorLog:          errLog,
@@ -339,45 +339,33 @@ func (p *Proxy) Ready() error {
 }
 
 // ServeExplicit serves the explicit proxy (absolute-form HTTP and CONNECT)
-// on ln. Its server is h1's: every request an agent makes through the proxy
-// comes this way, and h1 serves it with less CPU than net/http's server
-// (see internal/h1).
+// on ln.
 func (p *Proxy) ServeExplicit(ln net.Listener) error {
-	pol := p.state().pol
-	return p.serveHTTP(ln, &h1.Server{
-		Handler:           http.HandlerFunc(p.serveExplicit),
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       pol.Proxy.IdleTimeout.D(),
-		MaxHeaderBytes:    int(pol.Proxy.MaxHeaderBytes),
-		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
-		ConnContext:       connContext,
-	})
+	return p.serveHTTP(ln, http.HandlerFunc(p.serveExplicit))
 }
 
 // ServeTransparentHTTP serves redirected port-80 traffic, routed by Host.
 func (p *Proxy) ServeTransparentHTTP(ln net.Listener) error {
-	pol := p.state().pol
-	return p.serveHTTP(ln, &http.Server{
-		Handler:           http.HandlerFunc(p.serveTransparentHTTP),
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       pol.Proxy.IdleTimeout.D(),
-		MaxHeaderBytes:    int(pol.Proxy.MaxHeaderBytes),
-		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
-		ConnContext:       connContext,
-	})
+	return p.serveHTTP(ln, http.HandlerFunc(p.serveTransparentHTTP))
 }
 
 // readHeaderTimeout bounds how long a client may take to send a request's
 // header block.
 const readHeaderTimeout = 30 * time.Second
 
-// httpServer is net/http's server or h1's.
-type httpServer interface {
-	Serve(net.Listener) error
-	Close() error
-}
-
-func (p *Proxy) serveHTTP(ln net.Listener, srv httpServer) error {
+// serveHTTP serves plain HTTP/1.1 on ln with h1's server, which costs less
+// CPU per request than net/http's (see internal/h1); requests inside
+// intercepted tunnels go to net/http's (Proxy.inner).
+func (p *Proxy) serveHTTP(ln net.Listener, h http.Handler) error {
+	pol := p.state().pol
+	srv := &h1.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       pol.Proxy.IdleTimeout.D(),
+		MaxHeaderBytes:    int(pol.Proxy.MaxHeaderBytes),
+		ErrorLog:          log.New(slogWriter{p.log}, "", 0),
+		ConnContext:       connContext,
+	}
 	if !p.addServer(srv, ln) {
 		return errors.New("proxy: closed")
 	}
