@@ -431,54 +431,50 @@ func (c *conn) readRequest() (*http.Request, error) {
 }
 
 // headerValue finds the field name (lower case) in the header block that
-// starts raw (a request line, then fields, then an empty line): the trimmed
-// value of its first line, and how many lines carry it.
+// starts raw (a request line, then fields, then an empty line): the value
+// of its first line as textproto makes it (trimmed, continuation lines
+// joined with a space), and how many lines carry it.
 func headerValue(raw []byte, name string) (string, int) {
-	i := indexByte(raw, '\n')
-	if i < 0 {
-		return "", 0
-	}
-	raw = raw[i+1:]
+	_, raw = nextLine(raw) // the request line
 	var val string
 	n := 0
 	for len(raw) > 0 {
-		end := indexByte(raw, '\n')
-		if end < 0 {
-			end = len(raw)
-		}
-		line := raw[:end]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
-		}
+		var line []byte
+		line, raw = nextLine(raw)
 		if len(line) == 0 {
 			break // the end of the header block
 		}
-		if len(line) > len(name) && line[len(name)] == ':' && asciiEqualFold(line[:len(name)], name) {
-			if n == 0 {
-				val = strings.Trim(string(line[len(name)+1:]), " \t")
-				// As textproto: continuation lines (obs-fold) join the
-				// value, each after a space.
-				for rest := raw[min(end+1, len(raw)):]; len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t'); {
-					e := indexByte(rest, '\n')
-					if e < 0 {
-						e = len(rest)
-					}
-					cont := rest[:e]
-					if len(cont) > 0 && cont[len(cont)-1] == '\r' {
-						cont = cont[:len(cont)-1]
-					}
-					val = strings.TrimLeft(val+" "+strings.Trim(string(cont), " \t"), " \t")
-					rest = rest[min(e+1, len(rest)):]
-				}
+		if len(line) <= len(name) || line[len(name)] != ':' || !asciiEqualFold(line[:len(name)], name) {
+			continue
+		}
+		if n == 0 {
+			val = strings.Trim(string(line[len(name)+1:]), " \t")
+			// obs-fold: a line that starts with a space or tab continues
+			// the value.
+			for rest := raw; len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t'); {
+				var cont []byte
+				cont, rest = nextLine(rest)
+				val = strings.TrimLeft(val+" "+strings.Trim(string(cont), " \t"), " \t")
 			}
-			n++
 		}
-		if end == len(raw) {
-			break
-		}
-		raw = raw[end+1:]
+		n++
 	}
 	return val, n
+}
+
+// nextLine splits raw after its first line, which it returns without the
+// line end (LF or CRLF).
+func nextLine(raw []byte) (line, rest []byte) {
+	end := indexByte(raw, '\n')
+	if end < 0 {
+		line, rest = raw, nil
+	} else {
+		line, rest = raw[:end], raw[end+1:]
+	}
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	return line, rest
 }
 
 func indexByte(b []byte, c byte) int {

@@ -2,7 +2,6 @@ package h1
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,33 +16,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cagent-dev/cagent/internal/testutil"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// syncBuf is a log destination the test can read while the server writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 type testServer struct {
 	s    *Server
 	addr string
-	log  *syncBuf
+	log  *testutil.SyncBuffer
 	done chan error
 	once sync.Once
 }
@@ -56,7 +38,7 @@ func startServer(t testing.TB, h http.Handler, opts ...func(*Server)) *testServe
 	if err != nil {
 		t.Fatal(err)
 	}
-	lg := &syncBuf{}
+	lg := &testutil.SyncBuffer{}
 	s := &Server{Handler: h, ErrorLog: log.New(lg, "", 0)}
 	for _, o := range opts {
 		o(s)
