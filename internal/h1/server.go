@@ -340,13 +340,14 @@ func (c *conn) serve() {
 		w := &c.w
 		w.reset(req)
 		// As net/http: the first Expect line only, and an empty one is none.
-		if expect := req.Header.Get("Expect"); httpguts.HeaderValuesContainsToken([]string{expect}, "100-continue") {
+		if ex := req.Header["Expect"]; len(ex) > 0 && ex[0] != "" {
+			if !httpguts.HeaderValuesContainsToken(ex[:1], "100-continue") {
+				io.WriteString(c.rwc, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+				return
+			}
 			if req.ProtoAtLeast(1, 1) && req.ContentLength != 0 {
 				w.expect100 = true
 			}
-		} else if expect != "" {
-			io.WriteString(c.rwc, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-			return
 		}
 		c.startRequest(req)
 		c.s.Handler.ServeHTTP(w, req)
