@@ -262,7 +262,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// The header's read deadline (and any other) no longer applies.
 	c.rwc.SetDeadline(time.Time{})
 	c.s.untrack(c)
-	return c.rwc, bufio.NewReadWriter(c.br, bufio.NewWriter(c.rwc)), nil
+	return c.rwc, bufio.NewReadWriter(c.br, c.bw), nil
 }
 
 // finish completes the response after the handler returned, and reports
