@@ -77,14 +77,7 @@ func TestFramingChunked(t *testing.T) {
 		t.Fatalf("want chunked without Content-Length: %v", h)
 	}
 
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	resp, err := (&http.Client{Transport: tr}).Get("http://" + ts.addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, b, err := clientGet(t, ts.addr)
 	if err != nil || string(b) != big {
 		t.Fatalf("body via net/http: %d bytes, %v", len(b), err)
 	}
@@ -279,14 +272,7 @@ func TestTrailers(t *testing.T) {
 		w.Header().Set(http.TrailerPrefix+"X-P", "prefixed")
 		w.Header().Set("X-Not-Announced", "dropped")
 	}))
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	resp, err := (&http.Client{Transport: tr}).Get("http://" + ts.addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, b, err := clientGet(t, ts.addr)
 	if err != nil || string(b) != "body" {
 		t.Fatalf("body %q %v", b, err)
 	}
@@ -460,4 +446,19 @@ func TestWriteHeaderTwiceKeepsFirst(t *testing.T) {
 	if !strings.Contains(ts.log.String(), "superfluous") {
 		t.Errorf("superfluous WriteHeader not logged: %q", ts.log)
 	}
+}
+
+// clientGet fetches / from addr with net/http's client, and reads the body
+// (the error is the body's; a failed request ends the test).
+func clientGet(t *testing.T, addr string) (*http.Response, []byte, error) {
+	t.Helper()
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, b, err
 }
