@@ -55,7 +55,7 @@ type Proxy struct {
 	st atomic.Pointer[state]
 
 	tunnels atomic.Int64
-	inner   *http.Server  // serves requests inside intercepted tunnels
+	inner   *h1.Server    // serves requests inside intercepted tunnels
 	innerLn *chanListener // feeds it
 
 	mu        sync.Mutex
@@ -182,7 +182,7 @@ func New(cfg Config) (*Proxy, error) {
 		ErrorLog:      errLog,
 	}
 	p.innerLn = newChanListener()
-	p.inner = &http.Server{
+	p.inner = &h1.Server{
 		Handler:           http.HandlerFunc(p.serveIntercepted),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       cfg.Policy.Proxy.IdleTimeout.D(),

@@ -1,5 +1,6 @@
-// Package h1 serves HTTP/1.1 on plain connections, for the proxy's explicit
-// listener, where every request a sandboxed agent sends arrives.
+// Package h1 serves HTTP/1.1 for the proxy: on its explicit and port-80
+// listeners, where every plain-HTTP request of a sandboxed agent arrives,
+// and inside intercepted TLS tunnels.
 //
 // Requests are parsed by net/http's own parser (http.ReadRequest: request
 // line, header block, Content-Length and Transfer-Encoding framing, with the
