@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"log/slog"
 	"net"
@@ -60,7 +59,7 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	closed    bool
-	servers   map[io.Closer]struct{} // the HTTP servers of the listeners
+	servers   map[*h1.Server]struct{}
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{} // hijacked and tunnelled connections
 	serving   int
@@ -159,7 +158,7 @@ func New(cfg Config) (*Proxy, error) {
 		limiter:   ratelimit.New(cfg.Clock),
 		names:     newNameBudget(),
 		creds:     &credential.Resolver{LookupEnv: cfg.LookupEnv, Secrets: cfg.Secrets},
-		servers:   map[io.Closer]struct{}{},
+		servers:   map[*h1.Server]struct{}{},
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 	}
@@ -354,8 +353,7 @@ func (p *Proxy) ServeTransparentHTTP(ln net.Listener) error {
 const readHeaderTimeout = 30 * time.Second
 
 // serveHTTP serves plain HTTP/1.1 on ln with h1's server, which costs less
-// CPU per request than net/http's (see internal/h1); requests inside
-// intercepted tunnels go to net/http's (Proxy.inner).
+// CPU per request than net/http's (see internal/h1).
 func (p *Proxy) serveHTTP(ln net.Listener, h http.Handler) error {
 	pol := p.state().pol
 	srv := &h1.Server{
@@ -419,7 +417,7 @@ func (p *Proxy) ServeTransparentTLS(ln net.Listener) error {
 	}
 }
 
-func (p *Proxy) addServer(srv io.Closer, ln net.Listener) bool {
+func (p *Proxy) addServer(srv *h1.Server, ln net.Listener) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -472,7 +470,7 @@ func (p *Proxy) Close() error {
 	for ln := range p.listeners {
 		ln.Close()
 	}
-	servers := make([]io.Closer, 0, len(p.servers))
+	servers := make([]*h1.Server, 0, len(p.servers))
 	for s := range p.servers {
 		servers = append(servers, s)
 	}
