@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -336,7 +337,7 @@ func appendStatusLine(b []byte, code int) []byte {
 // field or a response of its own. A nil value sends nothing.
 func appendFields(b []byte, h http.Header, skip []string, connection bool) []byte {
 	for k, vv := range h {
-		if k == "Connection" && !connection || k == "Transfer-Encoding" || contains(skip, k) || !httpguts.ValidHeaderFieldName(k) {
+		if k == "Connection" && !connection || k == "Transfer-Encoding" || slices.Contains(skip, k) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
 		for _, v := range vv {
@@ -377,15 +378,6 @@ func appendTrailers(b []byte, h http.Header, announced []string) []byte {
 		}
 	}
 	return b
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // dateCache is the Date header's value for the current second, made once a

@@ -23,6 +23,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -468,7 +469,7 @@ func headerValue(raw []byte, name string) (string, int) {
 // nextLine splits raw after its first line, which it returns without the
 // line end (LF or CRLF).
 func nextLine(raw []byte) (line, rest []byte) {
-	end := indexByte(raw, '\n')
+	end := bytes.IndexByte(raw, '\n')
 	if end < 0 {
 		line, rest = raw, nil
 	} else {
@@ -478,15 +479,6 @@ func nextLine(raw []byte) (line, rest []byte) {
 		line = line[:len(line)-1]
 	}
 	return line, rest
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 func asciiEqualFold(b []byte, lower string) bool {
