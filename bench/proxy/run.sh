@@ -14,6 +14,14 @@
 #   CAGENT_BIN=/path/to/old/cagent bench/proxy/run.sh   # measure another build
 #   ROUNDS=3 (interleaved rounds of the keep-alive and 4-tunnel bulk tests)
 #   PIN=1    (the default on 2+ cores; PIN=0 shares all cores)
+#   PACE=312.5 (MB/s per tunnel of the paced bulk test: 4 tunnels, 10 Gbit/s)
+#
+# Bulk is measured twice. Unpaced, the upstream sends as fast as loopback
+# takes it, so the CPUs are the only limit and the ratio to direct is the
+# price of a relay's CPU work on this machine (bench/relay/run.sh measures
+# the same ceiling for bare relays). Paced, the upstream's TCP paces each
+# connection to PACE MB/s (SO_MAX_PACING_RATE), as a real link would: the
+# ratio then says whether the proxy keeps up with that link.
 #
 # Pinning, as bench/dns/run.sh does: every proxy runs on CPU 0, and the
 # load generators and the upstream servers on CPU 1. The upstream stands
@@ -40,6 +48,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DUR=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
+PACE=${PACE:-312.5}
 PIN=${PIN:-1}
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
   ON_PROXY="taskset -c 0" ON_LOAD="taskset -c 1" HAP_THREADS=1 MODE="proxies on CPU 0, load and upstream on CPU 1"
@@ -220,6 +229,16 @@ for i in $(seq "$ROUNDS"); do
     echo "$m $(per $(( $(ticks $pid) - t0 )) "$m" $DUR)" >> "$W/bulk.$n"
   done
 done
+echo "CONNECT bulk download paced to a link of 4 x $PACE MB/s ($ROUNDS rounds of ${DUR}s)..." >&2
+for i in $(seq "$ROUNDS"); do
+  bt --mode connect-down --conns 4 --rate "$PACE" --duration ${DUR}s --target $UP_RAW | kv mbps >> "$W/bulkp.direct"
+  for n in $PROXIES; do
+    pid=$(pid_of $n); t0=$(ticks $pid)
+    if [ $n = haproxy ]; then m=$(bt --mode connect-down --conns 4 --rate "$PACE" --duration ${DUR}s --target $P_HAP_TCP | kv mbps)
+    else m=$(bt --mode connect-down --conns 4 --rate "$PACE" --duration ${DUR}s --target $UP_RAW --proxy $(ka_port $n) | kv mbps); fi
+    echo "$m $(per $(( $(ticks $pid) - t0 )) "$m" $DUR)" >> "$W/bulkp.$n"
+  done
+done
 echo "CONNECT bulk download (1 tunnel, ${DUR}s)..." >&2
 C1_DIRECT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW | kv mbps)
 C1_CAGENT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps)
@@ -286,6 +305,8 @@ printf '%-34s %12s\n' "  cagent/direct per round" "$(paste -d' ' "$W/ka.cagent" 
 rrow "CONNECT bulk MB/s (4 tunnels)" bulk
 col "  proxy CPU us per MB" "-" "$(column "$W/bulk.cagent" 2)" "$(column "$W/bulk.squid" 2)" "$(column "$W/bulk.tinyproxy" 2)" "$(column "$W/bulk.haproxy" 2)"
 printf '%-34s %12s\n' "  cagent/direct per round" "$(paste -d' ' "$W/bulk.cagent" "$W/bulk.direct" | awk '{printf "%.2f ", $1/$3}')"
+rrow "CONNECT bulk MB/s, 4 x $PACE MB/s link" bulkp
+col "  proxy CPU us per MB" "-" "$(column "$W/bulkp.cagent" 2)" "$(column "$W/bulkp.squid" 2)" "$(column "$W/bulkp.tinyproxy" 2)" "$(column "$W/bulkp.haproxy" 2)"
 row "CONNECT bulk MB/s (1 tunnel)" "$C1_DIRECT" "$C1_CAGENT" "$C1_SQUID" "$C1_TINY" "$C1_HAP"
 col "CONNECT setup p50 us (by name)" "$(kv p50_us <<<"$O_DIRECT")" "$(kv p50_us <<<"$O_CAGENT")" "$(kv p50_us <<<"$O_SQUID")" "$(kv p50_us <<<"$O_TINY")" "-"
 row "CONNECT req/s in 1 tunnel" "$(kv rps <<<"$R_DIRECT")" "$(kv rps <<<"$R_CAGENT")" "$(kv rps <<<"$R_SQUID")" "$(kv rps <<<"$R_TINY")" "-"

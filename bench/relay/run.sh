@@ -3,7 +3,9 @@
 # bench/proxy/run.sh (4 connections to benchtool's raw upstream), direct and
 # through a bare relay (bench/relay, no policy, no CONNECT) in each of the
 # kernel's zero-copy ways: splice(2), as cagent relays tunnels, and BPF
-# sockmap redirection, with and without a stream parser.
+# sockmap redirection, with and without a stream parser. splice-cpu1 is the
+# splice relay on CPU 1 with the client and upstream: what a relay costs
+# when no second core carries any of its work.
 #
 #   sudo bench/relay/run.sh     # ROUNDS=5 DURATION=4 CONNS=4 PACE=312.5 PIN=1
 #
@@ -43,13 +45,17 @@ ON_LOAD=$ON_LOAD bench_upstream 18000
 UP_RAW=127.0.0.1:18099
 wait_port $UP_RAW
 
+# Each relay is NAME (its --mode); splice-cpu1 is the splice relay on the
+# client's and upstream's core instead of its own.
 MODES="splice"
-if [ "$(id -u)" = 0 ]; then MODES="splice sockmap sockmap-strp"; else echo "not root: sockmap relays left out" >&2; fi
+[ -n "$ON_LOAD" ] && MODES="$MODES splice-cpu1"
+if [ "$(id -u)" = 0 ]; then MODES="$MODES sockmap sockmap-strp"; else echo "not root: sockmap relays left out" >&2; fi
 port=19100
 declare -A ADDR
 for m in $MODES; do
   port=$((port + 1)); ADDR[$m]=127.0.0.1:$port
-  $ON_PROXY "$W/relay" --mode "$m" --listen "${ADDR[$m]}" --target $UP_RAW 2> "$W/relay.$m.log" &
+  on=$ON_PROXY; [ "$m" = splice-cpu1 ] && on=$ON_LOAD
+  $on "$W/relay" --mode "${m%-cpu1}" --listen "${ADDR[$m]}" --target $UP_RAW 2> "$W/relay.$m.log" &
   PIDS+=($!)
   wait_port "${ADDR[$m]}"
 done

@@ -6,7 +6,8 @@
 //	benchtool serve --dir DIR --http ADDR --tls ADDR --raw ADDR --dns ADDR
 //	benchtool load  --mode MODE --proxy ADDR --target HOST:PORT [...]
 //
-// Modes: connect-down (bulk download through CONNECT, MB/s), connect-rtt
+// Modes: connect-down (bulk download through CONNECT, MB/s; --rate has the
+// upstream pace each connection, standing in for a link), connect-rtt
 // (request latency inside one tunnel), https (keep-alive HTTPS req/s and
 // latency), connect-open (tunnel setup time, one CONNECT after another),
 // hold (open N tunnels and keep them until stdin closes), http-count
@@ -41,6 +42,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -110,12 +112,19 @@ func serve(args []string) error {
 			go func() {
 				defer c.Close()
 				go io.Copy(io.Discard, c)
-				// First byte from the client chooses: 'd' download, 'h' hold.
+				// First byte from the client chooses: 'd' download, 'h' hold,
+				// 'p' download paced to the rate (MB/s) on the line after it.
 				var b [1]byte
 				if _, err := io.ReadFull(c, b[:]); err != nil {
 					return
 				}
 				switch b[0] {
+				case 'p':
+					if err := pace(c); err != nil {
+						fmt.Fprintln(os.Stderr, "benchtool: pace:", err)
+						return
+					}
+					fallthrough
 				case 'd':
 					for {
 						if _, err := c.Write(zeros); err != nil {
@@ -162,6 +171,39 @@ func makeCert() (tls.Certificate, []byte, error) {
 }
 
 // dialVia opens a connection to target, through a CONNECT proxy unless proxy is "".
+// pace reads the rate line of a paced download and caps the connection's
+// sending rate with TCP's own pacing (SO_MAX_PACING_RATE), which stands in
+// for a link of that speed between the upstream and everything else.
+func pace(c net.Conn) error {
+	var line []byte
+	for b := [1]byte{}; ; {
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return err
+		}
+		if b[0] == '\n' {
+			break
+		}
+		if line = append(line, b[0]); len(line) > 16 {
+			return errors.New("rate line too long")
+		}
+	}
+	var mbps float64
+	if _, err := fmt.Sscan(string(line), &mbps); err != nil || mbps <= 0 {
+		return fmt.Errorf("bad rate %q", line)
+	}
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, int(mbps*1e6))
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 func dialVia(proxy, target string) (net.Conn, error) {
 	if proxy == "" {
 		return net.Dial("tcp", target)
@@ -215,6 +257,7 @@ func load(args []string) error {
 	dur := fs.Duration("duration", 5*time.Second, "how long")
 	caFile := fs.String("ca", "", "PEM roots for https mode (upstream CA and the proxy's)")
 	requests := fs.Int("requests", 1000, "http-count: how many requests in all")
+	rate := fs.Float64("rate", 0, "connect-down: have the upstream pace each connection to this many MB/s (0: as fast as it can)")
 	fs.Parse(args)
 
 	switch *mode {
@@ -272,7 +315,11 @@ func load(args []string) error {
 					return
 				}
 				defer c.Close()
-				c.Write([]byte{'d'})
+				if *rate > 0 {
+					fmt.Fprintf(c, "p%g\n", *rate)
+				} else {
+					c.Write([]byte{'d'})
+				}
 				c.SetReadDeadline(deadline)
 				buf := make([]byte, 256<<10)
 				for {
