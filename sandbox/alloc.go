@@ -93,22 +93,90 @@ func allocate(dir string, pool netip.Prefix, l *lease) error {
 			os.Remove(p)
 			return err
 		}
-		if err := netsetup.Create(l.netns()); err != nil {
+		if err := claimID(l); err != nil {
 			os.Remove(p)
 			if errors.Is(err, netsetup.ErrExists) {
 				continue // another state directory holds it
 			}
 			return err
 		}
-		// The namespace name is host-unique, so the registry entry is ours.
-		if err := writeRegistry(l); err != nil {
-			os.Remove(p)
-			_ = netsetup.Delete(l.netns())
-			return err
-		}
 		return nil
 	}
 	return fmt.Errorf("subnet pool %s is exhausted (run `cagent gc` to free subnets of crashed runs)", pool)
+}
+
+// hostLockPath is the lock, host-wide like the namespace names, under which
+// a sandbox ID is claimed (namespace, then registry entry) and given up.
+const hostLockPath = "/run/cagent/ids.lock"
+
+// lockHost takes the host-wide ID lock. Lock order: a state directory's
+// lock (lockState) first, then this one.
+func lockHost() (release func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(hostLockPath), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(hostLockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", hostLockPath, err)
+	}
+	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+}
+
+// claimID creates l's namespace and registry entry. Whoever holds the
+// namespace, whose name is host-unique, owns the registry entry of its ID.
+func claimID(l *lease) error {
+	unlock, err := lockHost()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := netsetup.Create(l.netns()); err != nil {
+		return err
+	}
+	if err := writeRegistry(l); err != nil {
+		_ = netsetup.Delete(l.netns())
+		return err
+	}
+	return nil
+}
+
+// releaseID gives up l's ID: its registry entry first, while l still holds
+// the namespace, then the namespace. The other order let a run of another
+// state directory claim the ID in between, and then removed that run's
+// entry, hiding its leftovers from `cagent gc --all` after a crash. If the
+// namespace cannot be deleted the entry is written back for gc to find.
+func releaseID(l *lease) error {
+	unlock, err := lockHost()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := removeRegistry(l); err != nil {
+		return err
+	}
+	if err := netsetup.Delete(l.netns()); err != nil {
+		return errors.Join(err, writeRegistry(l))
+	}
+	return nil
+}
+
+// registryHolder returns the live run, other than l's, that the registry
+// says holds l's ID now, or nil.
+func registryHolder(l *lease) *lease {
+	h, err := readLease(filepath.Join(RegistryDir, l.ID+".json"))
+	if err != nil || h.same(l) || !alive(h.PID) {
+		return nil
+	}
+	return h
+}
+
+// same reports whether two records describe one run's lease.
+func (l *lease) same(o *lease) bool {
+	return l.ID == o.ID && l.PID == o.PID && l.Created == o.Created && l.StateDir == o.StateDir
 }
 
 func writeRegistry(l *lease) error {
@@ -136,27 +204,56 @@ func readLeaseDir(dir string) ([]*lease, error) {
 	}
 	var out []*lease
 	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue
+		if l, err := readLease(filepath.Join(dir, e.Name())); err == nil {
+			out = append(out, l)
 		}
-		var l lease
-		if json.Unmarshal(b, &l) != nil || !validID(l.ID) {
-			continue
-		}
-		out = append(out, &l)
 	}
 	return out, nil
 }
 
-func removeLease(dir string, l *lease) error {
-	var errs []error
-	for _, p := range []string{filepath.Join(dir, "leases", l.ID+".json"), filepath.Join(RegistryDir, l.ID+".json")} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
+func readLease(path string) (*lease, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
-	return errors.Join(errs...)
+	var l lease
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if !validID(l.ID) {
+		return nil, fmt.Errorf("%s: invalid sandbox id %q", path, l.ID)
+	}
+	return &l, nil
+}
+
+// removeLease removes l's lease under dir (a state directory's sandbox
+// directory) and its registry entry if that is still l's.
+func removeLease(dir string, l *lease) error {
+	return errors.Join(removeStateLease(dir, l), removeRegistry(l))
+}
+
+func removeStateLease(dir string, l *lease) error {
+	if err := os.Remove(filepath.Join(dir, "leases", l.ID+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// removeRegistry removes the registry entry of l's ID if it describes l:
+// an entry another run wrote since l's namespace went is that run's.
+func removeRegistry(l *lease) error {
+	p := filepath.Join(RegistryDir, l.ID+".json")
+	cur, err := readLease(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil && !cur.same(l) {
+		return nil
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func alive(pid int) bool {

@@ -1,10 +1,15 @@
 package sandbox
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +65,106 @@ func TestAllocateExhaustion(t *testing.T) {
 		t.Fatalf("re-allocate = %v, %s; want %s", err, l.ID, got[1].ID)
 	}
 	got[1] = l
+}
+
+// claimForTest allocates, for a live run of this test process, a /30 of
+// 10.209.252.0/24 picked by pid (so that concurrent test processes rarely
+// share one), and gives it up when the test ends.
+func claimForTest(t *testing.T) (dir string, l *lease) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "sandbox")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pool := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 209, 252, byte(4 * (os.Getpid() % 64))}), 30)
+	l = &lease{PID: os.Getpid(), Created: time.Now().UTC().Format(time.RFC3339Nano), StateDir: dir}
+	if err := allocate(dir, pool, l); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := errors.Join(releaseID(l), removeStateLease(dir, l)); err != nil {
+			t.Error(err)
+		}
+	})
+	return dir, l
+}
+
+// deadPID returns the pid of a process that has exited.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+// holds reports whether l still holds its ID: its namespace exists and the
+// registry entry of the ID is l's.
+func holds(t *testing.T, l *lease) {
+	t.Helper()
+	if !netsetup.Exists(l.netns()) {
+		t.Errorf("the live run's namespace %s is gone", l.netns())
+	}
+	if cur, err := readLease(filepath.Join(RegistryDir, l.ID+".json")); err != nil || !cur.same(l) {
+		t.Errorf("the live run's registry entry is %+v, %v; want %+v", cur, err, l)
+	}
+}
+
+// TestOldRunSparesTheNewOwnersEntry: a run that gave its ID up must not,
+// removing its lease late, remove the registry entry of the run that has
+// claimed the ID since; that entry is how `cagent gc --all` finds the new
+// run's leftovers if it crashes.
+func TestOldRunSparesTheNewOwnersEntry(t *testing.T) {
+	testutil.RequireRoot(t)
+	_, live := claimForTest(t)
+	oldDir := filepath.Join(t.TempDir(), "sandbox")
+	old := &lease{ID: live.ID, PID: deadPID(t), Created: "2026-01-01T00:00:00Z", StateDir: oldDir}
+	if err := removeLease(oldDir, old); err != nil {
+		t.Fatal(err)
+	}
+	holds(t, live)
+}
+
+// TestGCSparesAnIDClaimedAgain: a lease left behind without its namespace
+// (the run died while giving it up, or the host rebooted) whose ID a live
+// run of another state directory has claimed since. gc of the old lease's
+// state directory, with and without --all, removes that lease and its own
+// files, and nothing of the live run's: before, it deleted the live run's
+// namespace and killed the processes in its cgroup, both named by the ID.
+func TestGCSparesAnIDClaimedAgain(t *testing.T) {
+	testutil.RequireRoot(t)
+	_, live := claimForTest(t)
+	for _, all := range []bool{false, true} {
+		t.Run(fmt.Sprintf("all=%v", all), func(t *testing.T) {
+			state := t.TempDir()
+			dir := filepath.Join(state, "sandbox")
+			stale := &lease{ID: live.ID, Gateway: live.Gateway, Addr: live.Addr, PID: deadPID(t), Created: "2026-01-01T00:00:00Z", StateDir: dir}
+			b, err := json.Marshal(stale)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bundle := filepath.Join(dir, "bundles", stale.ID)
+			for _, d := range []string{filepath.Join(dir, "leases"), bundle} {
+				if err := os.MkdirAll(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(dir, "leases", stale.ID+".json"), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ids, err := GC(context.Background(), GCConfig{StateDir: state, All: all, Shm: t.TempDir()})
+			if err != nil || !slices.Contains(ids, stale.ID) {
+				t.Errorf("GC = %v, %v; want the stale lease %s removed", ids, err, stale.ID)
+			}
+			for _, p := range []string{filepath.Join(dir, "leases", stale.ID+".json"), bundle} {
+				if _, err := os.Stat(p); err == nil {
+					t.Errorf("%s is still there", p)
+				}
+			}
+			holds(t, live)
+		})
+	}
 }
 
 func TestValidID(t *testing.T) {

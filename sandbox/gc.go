@@ -124,6 +124,23 @@ func GC(ctx context.Context, c GCConfig) ([]string, error) {
 }
 
 func removeSandbox(c GCConfig, dir string, l *lease) error {
+	unlock, err := lockHost()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if h := registryHolder(l); h != nil {
+		// l's run gave its ID up (or the host rebooted) and a live run of
+		// another state directory claimed it since: the namespace, veth,
+		// container name and cgroup of that ID are the live run's. Only
+		// what is l's own, under dir, goes.
+		var errs []error
+		for _, rt := range []string{"runc", "runsc"} {
+			errs = append(errs, os.RemoveAll(filepath.Join(dir, rt, l.container())))
+		}
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, "bundles", l.ID)), removeStateLease(dir, l))
+		return errors.Join(errs...)
+	}
 	for _, rt := range []struct{ path, name, root string }{{c.RuncPath, "runc", "runc"}, {c.RunscPath, "runsc", "runsc"}} {
 		bin, err := lookRuntime(rt.path, rt.name)
 		if err != nil {

@@ -104,14 +104,15 @@ func (r *run) setup() error {
 	r.log.Debug("lease and namespace", "id", l.ID, "took", c.Now().Sub(r.started))
 	r.undo = append(r.undo, func() {
 		// Background steps use the lease's names (bundle directory, gateway
-		// address): they finish before another run can take it.
+		// address): they finish before another run of this state
+		// directory can take it.
 		r.async.Wait()
-		if err := removeLease(r.sbDir, l); err != nil {
+		if err := removeStateLease(r.sbDir, l); err != nil {
 			r.log.Warn("remove lease", "id", l.ID, "err", err)
 		}
 	})
 	r.undo = append(r.undo, func() {
-		if err := netsetup.Delete(l.netns()); err != nil {
+		if err := releaseID(l); err != nil {
 			r.log.Warn("remove netns", "netns", l.netns(), "err", err)
 		}
 	})

@@ -352,6 +352,7 @@ func TestGC(t *testing.T) {
 func TestGCAll(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireCommand(t, "runc")
+	testutil.LockCrashGC(t)
 	state, err := os.MkdirTemp("", "cagent-gcall-")
 	if err != nil {
 		t.Fatal(err)

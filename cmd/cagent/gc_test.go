@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cagent-dev/cagent/internal/testutil"
 )
 
 // TestCagentHelper runs the cagent command line given in CAGENT_HELPER_ARGS
@@ -26,6 +28,7 @@ func TestCagentHelper(t *testing.T) {
 // and leaves a live run's directory alone.
 func TestGCRemovesOneOffDirOfKilledRun(t *testing.T) {
 	dir, pol := runcPolicy(t)
+	testutil.LockCrashGC(t)
 	state := filepath.Join(dir, "state")
 	args := []string{"run", "--config", pol, "--state-dir", state, "--runtime", "runc", "--", "/bin/sleep", "60"}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCagentHelper$")

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // InCI reports whether the suite runs under CI (CI=true), where a test that
@@ -46,4 +48,25 @@ func SkipUnlessCI(t testing.TB, format string, args ...any) {
 		t.Fatalf(format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// crashGCLock is held by the tests that leave a killed run for gc to find
+// and by the one that runs gc --all, which collects the killed runs of
+// every state directory on the host: without it, gc --all in one package's
+// test can take another package's killed run before that test's own gc.
+const crashGCLock = "/tmp/cagent-test-crash-gc.lock"
+
+// LockCrashGC holds the host-wide crash-and-gc test lock until the test
+// ends. go test runs packages in parallel processes, so the lock is a file.
+func LockCrashGC(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(crashGCLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("lock %s: %v", crashGCLock, err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing the descriptor releases the lock
 }
