@@ -95,6 +95,12 @@ func (tr *tracker) leftovers(t *testing.T, state string) []string {
 	var out []string
 	for _, id := range tr.ids {
 		l := &lease{ID: id}
+		if h, err := readLease(filepath.Join(RegistryDir, id+".json")); err == nil && h.PID != os.Getpid() && alive(h.PID) {
+			// A live run of another process (another package's test,
+			// running alongside) has claimed the ID since this test's run
+			// gave it up or was killed: what the ID names is that run's.
+			continue
+		}
 		if netsetup.Exists(l.netns()) {
 			out = append(out, "netns "+l.netns())
 		}
