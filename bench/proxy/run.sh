@@ -218,27 +218,25 @@ done
 bt() { $ON_LOAD "$W/benchtool" load "$@"; }
 kv() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 
-echo "CONNECT bulk download (4 tunnels, $ROUNDS rounds of ${DUR}s)..." >&2
+# bulk_rounds PREFIX [--rate MBPS]: ROUNDS interleaved 4-tunnel downloads,
+# direct and through every proxy, into $W/PREFIX.NAME ("MB/s CPU-us-per-MB").
 # haproxy: a plain TCP connection to the relay, which connects to $UP_RAW (no CONNECT).
-for i in $(seq "$ROUNDS"); do
-  bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW | kv mbps >> "$W/bulk.direct"
-  for n in $PROXIES; do
-    pid=$(pid_of $n); t0=$(ticks $pid)
-    if [ $n = haproxy ]; then m=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $P_HAP_TCP | kv mbps)
-    else m=$(bt --mode connect-down --conns 4 --duration ${DUR}s --target $UP_RAW --proxy $(ka_port $n) | kv mbps); fi
-    echo "$m $(per $(( $(ticks $pid) - t0 )) "$m" $DUR)" >> "$W/bulk.$n"
+bulk_rounds() {
+  local pre=$1 i n pid t0 m; shift
+  for i in $(seq "$ROUNDS"); do
+    bt --mode connect-down --conns 4 "$@" --duration ${DUR}s --target $UP_RAW | kv mbps >> "$W/$pre.direct"
+    for n in $PROXIES; do
+      pid=$(pid_of $n); t0=$(ticks $pid)
+      if [ $n = haproxy ]; then m=$(bt --mode connect-down --conns 4 "$@" --duration ${DUR}s --target $P_HAP_TCP | kv mbps)
+      else m=$(bt --mode connect-down --conns 4 "$@" --duration ${DUR}s --target $UP_RAW --proxy $(ka_port $n) | kv mbps); fi
+      echo "$m $(per $(( $(ticks $pid) - t0 )) "$m" $DUR)" >> "$W/$pre.$n"
+    done
   done
-done
+}
+echo "CONNECT bulk download (4 tunnels, $ROUNDS rounds of ${DUR}s)..." >&2
+bulk_rounds bulk
 echo "CONNECT bulk download paced to a link of 4 x $PACE MB/s ($ROUNDS rounds of ${DUR}s)..." >&2
-for i in $(seq "$ROUNDS"); do
-  bt --mode connect-down --conns 4 --rate "$PACE" --duration ${DUR}s --target $UP_RAW | kv mbps >> "$W/bulkp.direct"
-  for n in $PROXIES; do
-    pid=$(pid_of $n); t0=$(ticks $pid)
-    if [ $n = haproxy ]; then m=$(bt --mode connect-down --conns 4 --rate "$PACE" --duration ${DUR}s --target $P_HAP_TCP | kv mbps)
-    else m=$(bt --mode connect-down --conns 4 --rate "$PACE" --duration ${DUR}s --target $UP_RAW --proxy $(ka_port $n) | kv mbps); fi
-    echo "$m $(per $(( $(ticks $pid) - t0 )) "$m" $DUR)" >> "$W/bulkp.$n"
-  done
-done
+bulk_rounds bulkp --rate "$PACE"
 echo "CONNECT bulk download (1 tunnel, ${DUR}s)..." >&2
 C1_DIRECT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW | kv mbps)
 C1_CAGENT=$(bt --mode connect-down --conns 1 --duration ${DUR}s --target $UP_RAW --proxy $P_CAGENT | kv mbps)

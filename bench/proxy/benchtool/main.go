@@ -170,7 +170,6 @@ func makeCert() (tls.Certificate, []byte, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
 }
 
-// dialVia opens a connection to target, through a CONNECT proxy unless proxy is "".
 // pace reads the rate line of a paced download and caps the connection's
 // sending rate with TCP's own pacing (SO_MAX_PACING_RATE), which stands in
 // for a link of that speed between the upstream and everything else.
@@ -204,6 +203,7 @@ func pace(c net.Conn) error {
 	return serr
 }
 
+// dialVia opens a connection to target, through a CONNECT proxy unless proxy is "".
 func dialVia(proxy, target string) (net.Conn, error) {
 	if proxy == "" {
 		return net.Dial("tcp", target)
