@@ -13,14 +13,19 @@
 // bench/relay/run.sh runs it beside benchtool's raw upstream and prints how
 // much of a direct download each mode relays. It is a measuring instrument,
 // not a product path: it does not pass half-closes on, and in the sockmap
-// modes it only tears down when the client goes.
+// modes it only tears down when the client goes. Nor is its sockmap hand-off
+// safe for any protocol: bytes a client sends right behind its opening
+// message can reach the receive queue before the socket joins the map, and
+// were then seen duplicated (the verdict path took the whole skb, the part
+// the relay had read included) or held until more bytes arrived. A client
+// that waits for the upstream's answer, as benchtool's does, is safe: the
+// upstream says nothing before the relay has paired the sockets.
 //
 //	relay --mode splice|sockmap|sockmap-strp --listen ADDR --target ADDR
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,6 +35,8 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+
+	"github.com/cagent-dev/cagent/bench/rawproto"
 )
 
 func main() {
@@ -143,7 +150,7 @@ func (r *relay) handle(client *net.TCPConn) error {
 	// user space, and both sockets join the map before the upstream can
 	// answer: a verdict program only sees bytes that arrive after the
 	// socket joined, so nothing may wait in a receive queue at the hand-off.
-	hdr, err := readHeader(client)
+	hdr, err := rawproto.ReadOpening(client)
 	if err != nil {
 		return err
 	}
@@ -163,26 +170,4 @@ func (r *relay) handle(client *net.TCPConn) error {
 			return nil
 		}
 	}
-}
-
-// readHeader reads benchtool's opening message: one byte ('d' download, 'h'
-// hold), or 'p' and a rate line ending in '\n' (paced download).
-func readHeader(r io.Reader) ([]byte, error) {
-	var b [1]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return nil, err
-	}
-	hdr := []byte{b[0]}
-	if b[0] != 'p' {
-		return hdr, nil
-	}
-	for len(hdr) < 32 {
-		if _, err := io.ReadFull(r, b[:]); err != nil {
-			return nil, err
-		}
-		if hdr = append(hdr, b[0]); b[0] == '\n' {
-			return hdr, nil
-		}
-	}
-	return nil, errors.New("paced download: rate line too long")
 }

@@ -41,6 +41,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cagent-dev/cagent/bench/rawproto"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
@@ -111,16 +112,16 @@ func serve(args []string) error {
 			}
 			go func() {
 				defer c.Close()
-				go io.Copy(io.Discard, c)
-				// First byte from the client chooses: 'd' download, 'h' hold,
-				// 'p' download paced to the rate (MB/s) on the line after it.
-				var b [1]byte
-				if _, err := io.ReadFull(c, b[:]); err != nil {
+				// The opening message chooses (package rawproto); whatever
+				// the client sends after it is discarded.
+				msg, err := rawproto.ReadOpening(c)
+				if err != nil {
 					return
 				}
-				switch b[0] {
+				go io.Copy(io.Discard, c)
+				switch msg[0] {
 				case 'p':
-					if err := pace(c); err != nil {
+					if err := pace(c, msg); err != nil {
 						fmt.Fprintln(os.Stderr, "benchtool: pace:", err)
 						return
 					}
@@ -170,25 +171,13 @@ func makeCert() (tls.Certificate, []byte, error) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
 }
 
-// pace reads the rate line of a paced download and caps the connection's
-// sending rate with TCP's own pacing (SO_MAX_PACING_RATE), which stands in
-// for a link of that speed between the upstream and everything else.
-func pace(c net.Conn) error {
-	var line []byte
-	for b := [1]byte{}; ; {
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return err
-		}
-		if b[0] == '\n' {
-			break
-		}
-		if line = append(line, b[0]); len(line) > 16 {
-			return errors.New("rate line too long")
-		}
-	}
-	var mbps float64
-	if _, err := fmt.Sscan(string(line), &mbps); err != nil || mbps <= 0 {
-		return fmt.Errorf("bad rate %q", line)
+// pace caps the connection's sending rate at the rate of a paced opening
+// message with TCP's own pacing (SO_MAX_PACING_RATE), which stands in for
+// a link of that speed between the upstream and everything else.
+func pace(c net.Conn, msg []byte) error {
+	mbps, err := rawproto.Rate(msg)
+	if err != nil {
+		return err
 	}
 	rc, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {

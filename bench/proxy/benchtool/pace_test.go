@@ -5,10 +5,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cagent-dev/cagent/bench/rawproto"
 	"golang.org/x/sys/unix"
 )
 
-// TestPace checks that a paced download's rate line becomes the
+// TestPace checks that a paced opening's rate line becomes the
 // connection's pacing cap, which the paced bulk rows of run.sh rely on,
 // and that a bad line is refused.
 func TestPace(t *testing.T) {
@@ -36,8 +37,11 @@ func TestPace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.Write([]byte(tc.line))
-		perr := pace(s)
+		c.Write([]byte("p" + tc.line))
+		msg, perr := rawproto.ReadOpening(s)
+		if perr == nil {
+			perr = pace(s, msg)
+		}
 		var got int
 		rc, _ := s.(*net.TCPConn).SyscallConn()
 		rc.Control(func(fd uintptr) {
